@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from metrics import views as metrics_views
+from orchestrator import api, views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tasks/", views.task_list, name="task-list"),
+    path("tasks/<int:task_id>/", views.task_detail, name="task-detail"),
+    path("upload/", views.upload, name="upload"),
+    path("dead-letters/", views.dead_letter_list, name="dead-letter-list"),
+    path("dead-letters/<int:dead_letter_id>/retry", views.dead_letter_retry_view, name="dead-letter-retry"),
+    path("approvals/<int:approval_id>/decide", views.approval_decide_view, name="approval-decide"),
+    path("api/v1/", include("orchestrator.api_urls")),
+    path("metrics", metrics_views.metrics, name="metrics"),
+    path("admin/", admin.site.urls),
+]

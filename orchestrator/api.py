@@ -1,0 +1,309 @@
+"""The JSON API (bearer token). OpenAPI document at /api/v1/openapi.json."""
+from __future__ import annotations
+
+import json
+
+from django.db.models import Q
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+
+from reviews.models import Approval, ApprovalStatus
+from reviews.services import AlreadyDecided, DecisionError, approval_decide, user_can_decide
+
+from .intake import IntakeError, document_text
+from .models import DeadLetter, DeadLetterStatus, Source, Task, TaskStatus
+from .roles import ADMIN, OPERATOR, REVIEWER, api_view, has_role, json_error
+from .services import NotAllowed, dead_letter_retry as dead_letter_retry_service, task_submit
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+# --- Representations ------------------------------------------------------------------------
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def approval_json(approval: Approval) -> dict:
+    return {
+        "id": approval.pk,
+        "task_id": approval.task_id,
+        "queue": approval.queue.name,
+        "status": approval.status,
+        "action": approval.action_summary,
+        "action_kind": approval.action_kind,
+        "action_data": approval.action_data,
+        "reasons": approval.reasons,
+        "decided_by": approval.decided_by.get_username() if approval.decided_by else None,
+        "decided_at": _iso(approval.decided_at),
+        "rejection_reason": approval.rejection_reason.code if approval.rejection_reason else None,
+        "comment": approval.comment,
+        "corrections": approval.corrections,
+        "created_at": _iso(approval.created_at),
+        "due_at": _iso(approval.due_at),
+    }
+
+
+def dead_letter_json(dead_letter: DeadLetter, *, traceback: bool = False) -> dict:
+    data = {
+        "id": dead_letter.pk,
+        "task_id": dead_letter.task_id,
+        "worker": dead_letter.worker,
+        "error_type": dead_letter.error_type,
+        "message": dead_letter.message,
+        "attempts": dead_letter.attempts,
+        "fingerprint": dead_letter.fingerprint,
+        "status": dead_letter.status,
+        "evidence": dead_letter.evidence,
+        "created_at": _iso(dead_letter.created_at),
+        "resolved_at": _iso(dead_letter.resolved_at),
+    }
+    if traceback:
+        data["traceback"] = dead_letter.traceback
+    return data
+
+
+def task_json(request: HttpRequest, task: Task, *, detail: bool = False) -> dict:
+    data = {
+        "id": task.pk,
+        "status": task.status,
+        "url": request.build_absolute_uri(reverse("api-task-detail", args=[task.pk])),
+        "page": request.build_absolute_uri(task.get_absolute_url()),
+        "filename": task.filename,
+        "external_ref": task.external_ref,
+        "doc_type": task.doc_type or None,
+        "confidence": task.confidence,
+        "routed_to": task.routed_to or None,
+        "duplicate_of": task.duplicate_of_id,
+        "created_at": _iso(task.created_at),
+        "finished_at": _iso(task.finished_at),
+    }
+    if detail:
+        data.update(
+            fields=task.fields,
+            findings=task.findings,
+            route_reason=task.route_reason,
+            current_step=task.current_step or None,
+            content_sha256=task.content_sha256,
+            totals={
+                "llm_calls": task.llm_calls,
+                "tool_calls": task.tool_calls,
+                "input_tokens": task.input_tokens,
+                "cached_tokens": task.cached_tokens,
+                "output_tokens": task.output_tokens,
+                "reasoning_tokens": task.reasoning_tokens,
+                "cost_usd": str(task.cost_usd),
+            },
+            steps=[
+                {
+                    "worker": s.worker, "attempt": s.attempt, "status": s.status, "model": s.model,
+                    "prompt_version": s.prompt_version, "simulated": s.simulated,
+                    "llm_calls": s.llm_calls, "tool_calls": s.tool_calls,
+                    "input_tokens": s.input_tokens, "cached_tokens": s.cached_tokens,
+                    "output_tokens": s.output_tokens, "reasoning_tokens": s.reasoning_tokens,
+                    "cost_usd": str(s.cost_usd), "latency_ms": s.latency_ms,
+                    "error_type": s.error_type or None, "error_message": s.error_message or None,
+                    "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at),
+                    "output": s.output,
+                }
+                for s in task.steps.all()
+            ],
+            action_result=task.action_result or None,
+        )
+        approval = task.approvals.select_related("queue", "decided_by", "rejection_reason").order_by("-id").first()
+        data["approval"] = approval_json(approval) if approval else None
+        dead_letter = task.dead_letters.order_by("-id").first()
+        data["dead_letter"] = dead_letter_json(dead_letter) if dead_letter else None
+    return data
+
+
+def _page_params(request: HttpRequest) -> tuple[int | None, int]:
+    try:
+        before = int(request.GET["before"]) if request.GET.get("before") else None
+        limit = min(int(request.GET.get("limit", PAGE_SIZE)), MAX_PAGE_SIZE)
+    except ValueError as exc:
+        raise ValueError("before and limit must be integers") from exc
+    return before, max(limit, 1)
+
+
+def _paginate(request: HttpRequest, queryset, render) -> JsonResponse:
+    """Keyset pagination on id, newest first: stays fast however deep the caller pages."""
+    try:
+        before, limit = _page_params(request)
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    if before is not None:
+        queryset = queryset.filter(pk__lt=before)
+    rows = list(queryset.order_by("-id")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_url = None
+    if more:
+        params = request.GET.copy()
+        params["before"] = rows[-1].pk
+        next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+    return JsonResponse({"results": [render(row) for row in rows], "next": next_url})
+
+
+def _json_body(request: HttpRequest) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ValueError("The body must be a JSON object")
+    return body
+
+
+# --- Tasks ----------------------------------------------------------------------------------
+
+
+@api_view(OPERATOR, ADMIN, REVIEWER, methods=("GET", "POST"))
+def tasks(request: HttpRequest) -> JsonResponse:
+    if request.method == "POST":
+        return _task_create(request)
+    queryset = _visible_tasks(request.user)
+    status = request.GET.get("status")
+    if status:
+        if status not in TaskStatus.values:
+            return json_error(400, f"Unknown status \"{status}\"", allowed=TaskStatus.values)
+        queryset = queryset.filter(status=status)
+    if request.GET.get("doc_type"):
+        queryset = queryset.filter(doc_type=request.GET["doc_type"])
+    if request.GET.get("queue"):
+        queryset = queryset.filter(routed_to=request.GET["queue"])
+    return _paginate(request, queryset, lambda t: task_json(request, t))
+
+
+def _visible_tasks(user):
+    if has_role(user, OPERATOR, ADMIN):
+        return Task.objects.all()
+    return Task.objects.filter(approvals__queue__reviewers=user).distinct()
+
+
+def _task_create(request: HttpRequest) -> JsonResponse:
+    if not has_role(request.user, OPERATOR, ADMIN):
+        return json_error(403, "Submitting documents needs the operator or admin role")
+    key = request.headers.get("Idempotency-Key", "")
+    try:
+        if request.content_type == "multipart/form-data":
+            upload = request.FILES.get("file")
+            if upload is None:
+                return json_error(400, "Send the document as the multipart field \"file\"")
+            filename = upload.name
+            content = document_text(upload.read(), filename)
+            external_ref = request.POST.get("external_ref", "")
+        else:
+            body = _json_body(request)
+            content = body.get("content")
+            if not isinstance(content, str):
+                return json_error(400, "\"content\" (a string) is required")
+            filename = body.get("filename") or ""
+            external_ref = body.get("external_ref") or ""
+            if not isinstance(filename, str) or not isinstance(external_ref, str):
+                return json_error(400, "\"filename\" and \"external_ref\" must be strings")
+        task, created = task_submit(
+            content=content, filename=filename, source=Source.API, external_ref=external_ref,
+            idempotency_key=key, submitted_by=request.user,
+        )
+    except IntakeError as exc:
+        return json_error(400, str(exc))
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    response = JsonResponse(
+        {"id": task.pk, "status": task.status,
+         "url": request.build_absolute_uri(reverse("api-task-detail", args=[task.pk])),
+         "duplicate_of": task.duplicate_of_id},
+        status=201,
+    )
+    if not created:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+@api_view(OPERATOR, ADMIN, REVIEWER)
+def task_detail(request: HttpRequest, task_id: int) -> JsonResponse:
+    task = _visible_tasks(request.user).filter(pk=task_id).first()
+    if task is None:
+        return json_error(404, f"Task {task_id} not found")
+    return JsonResponse(task_json(request, task, detail=True))
+
+
+# --- Approvals ------------------------------------------------------------------------------
+
+
+@api_view(REVIEWER, ADMIN)
+def approvals(request: HttpRequest) -> JsonResponse:
+    queryset = Approval.objects.select_related("queue", "decided_by", "rejection_reason")
+    if not has_role(request.user, ADMIN):
+        queryset = queryset.filter(queue__reviewers=request.user)
+    status = request.GET.get("status", ApprovalStatus.PENDING)
+    if status not in ApprovalStatus.values:
+        return json_error(400, f"Unknown status \"{status}\"", allowed=ApprovalStatus.values)
+    queryset = queryset.filter(status=status)
+    if request.GET.get("queue"):
+        queryset = queryset.filter(queue__name=request.GET["queue"])
+    return _paginate(request, queryset, approval_json)
+
+
+@api_view(REVIEWER, ADMIN, methods=("POST",))
+def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
+    approval = Approval.objects.select_related("queue").filter(pk=approval_id).first()
+    if approval is None or not user_can_decide(request.user, approval):
+        return json_error(404, f"Approval {approval_id} not found")
+    try:
+        body = _json_body(request)
+        fields = body.get("fields")
+        if fields is not None and not isinstance(fields, dict):
+            return json_error(400, "\"fields\" must be an object")
+        decided = approval_decide(
+            approval_id=approval.pk, user=request.user, decision=body.get("decision", ""),
+            reason=body.get("reason") or "", comment=body.get("comment") or "", fields=fields,
+        )
+    except AlreadyDecided as exc:
+        return json_error(409, str(exc), approval=approval_json(exc.approval))
+    except (DecisionError, ValueError) as exc:
+        return json_error(400, str(exc))
+    return JsonResponse(approval_json(decided))
+
+
+# --- Dead letters ---------------------------------------------------------------------------
+
+
+@api_view(OPERATOR, ADMIN)
+def dead_letters(request: HttpRequest) -> JsonResponse:
+    queryset = DeadLetter.objects.all()
+    status = request.GET.get("status", DeadLetterStatus.OPEN)
+    if status not in DeadLetterStatus.values:
+        return json_error(400, f"Unknown status \"{status}\"", allowed=DeadLetterStatus.values)
+    queryset = queryset.filter(status=status)
+    if request.GET.get("error_type"):
+        queryset = queryset.filter(error_type=request.GET["error_type"])
+    return _paginate(request, queryset, dead_letter_json)
+
+
+@api_view(OPERATOR, ADMIN, methods=("POST",))
+def dead_letter_retry(request: HttpRequest, dead_letter_id: int) -> JsonResponse:
+    if not DeadLetter.objects.filter(pk=dead_letter_id).exists():
+        return json_error(404, f"Dead letter {dead_letter_id} not found")
+    try:
+        dead_letter = dead_letter_retry_service(dead_letter_id=dead_letter_id, user=request.user)
+    except NotAllowed as exc:
+        return json_error(409, str(exc))
+    return JsonResponse({"dead_letter": dead_letter_json(dead_letter),
+                         "task": task_json(request, dead_letter.task)})
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+def openapi(request: HttpRequest) -> JsonResponse:
+    """The API's description, for a bearer token or a logged-in session."""
+    from .openapi import document
+    from .roles import user_for_bearer
+
+    if not request.user.is_authenticated and user_for_bearer(request.headers.get("Authorization", "")) is None:
+        return json_error(401, "Log in or send a bearer token")
+    return JsonResponse(document(request.build_absolute_uri("/api/v1")))

@@ -1,0 +1,321 @@
+"""LLM access: one place that talks to the model through the official `openai` client.
+
+The provider is chosen from the environment (DESIGN.md):
+  AZURE_OPENAI_ENDPOINT + AZURE_OPENAI_API_KEY (+ OPENAI_API_VERSION) -> Azure OpenAI
+  OPENAI_API_KEY (+ OPENAI_BASE_URL)                                 -> OpenAI or a compatible server
+  neither                                                            -> the built-in simulator
+
+Every call goes through `Meter.chat`, which checks the task's budget first, then records tokens
+(input, cached input, output, reasoning), latency, model and cost, and turns the client's
+exceptions into transient or permanent StepErrors. The client's own retries are off: retries are
+the orchestrator's, durable and visible in the timeline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Callable
+
+import openai
+from django.conf import settings
+
+from .errors import BudgetExceeded, PermanentError, TransientError
+
+SIMULATOR_FINGERPRINT = "steward-simulator"
+
+
+def provider() -> str:
+    if os.environ.get("AZURE_OPENAI_ENDPOINT") and os.environ.get("AZURE_OPENAI_API_KEY"):
+        return "azure"
+    if os.environ.get("OPENAI_API_KEY"):
+        return "openai"
+    return "simulator"
+
+
+_clients: dict[tuple, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client() -> openai.OpenAI:
+    """One client per process and configuration: it keeps its HTTP connections alive."""
+    kind = provider()
+    key = (kind, os.environ.get("OPENAI_BASE_URL"), os.environ.get("AZURE_OPENAI_ENDPOINT"))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            common = {"max_retries": 0, "timeout": settings.STEWARD_LLM_TIMEOUT_S}
+            if kind == "azure":
+                client = openai.AzureOpenAI(
+                    azure_endpoint=os.environ["AZURE_OPENAI_ENDPOINT"],
+                    api_key=os.environ["AZURE_OPENAI_API_KEY"],
+                    api_version=os.environ.get("OPENAI_API_VERSION", "2024-10-21"),
+                    **common,
+                )
+            elif kind == "openai":
+                client = openai.OpenAI(**common)  # reads OPENAI_API_KEY and OPENAI_BASE_URL
+            else:
+                client = openai.OpenAI(
+                    api_key="simulator", base_url=settings.STEWARD_SIMULATOR_URL, **common
+                )
+            _clients[key] = client
+        return client
+
+
+# --- Prices ---------------------------------------------------------------------------------
+
+_price_cache: dict[str, tuple[float, tuple[Decimal, Decimal, Decimal] | None]] = {}
+PRICE_CACHE_S = 60.0
+
+
+def price_for(model: str) -> tuple[Decimal, Decimal, Decimal] | None:
+    """(input, cached input, output) USD per 1M tokens in force today, cached for a minute."""
+    from .models import ModelPrice
+
+    hit = _price_cache.get(model)
+    if hit and time.monotonic() - hit[0] < PRICE_CACHE_S:
+        return hit[1]
+    row = (
+        ModelPrice.objects.filter(model=model, effective_from__lte=date.today())
+        .order_by("-effective_from")
+        .values_list("input_per_1m", "cached_input_per_1m", "output_per_1m")
+        .first()
+    )
+    _price_cache[model] = (time.monotonic(), row)
+    return row
+
+
+def cost_of(model: str, input_tokens: int, cached_tokens: int, output_tokens: int) -> Decimal:
+    """Cached input is priced separately; reasoning tokens are part of output tokens already."""
+    price = price_for(model)
+    if price is None:
+        return Decimal("0")
+    per_input, per_cached, per_output = price
+    uncached = max(input_tokens - cached_tokens, 0)
+    total = uncached * per_input + cached_tokens * per_cached + output_tokens * per_output
+    return (total / Decimal(1_000_000)).quantize(Decimal("0.00000001"))
+
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds the server asked us to wait, from Retry-After (or retry-after-ms)."""
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+def classify_error(exc: Exception) -> Exception:
+    """Map an `openai` exception to a TransientError or PermanentError."""
+    name = type(exc).__name__
+    if isinstance(exc, openai.APITimeoutError):
+        return TransientError(f"Model call timed out: {exc}", error_type="Timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return TransientError(f"Could not reach the model: {exc}", error_type="ConnectionError")
+    if isinstance(exc, openai.RateLimitError):
+        return TransientError(
+            f"Rate limited (429): {exc.message}",
+            error_type="RateLimited",
+            retry_after=_retry_after(exc.response),
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status >= 500:
+            return TransientError(
+                f"Model server error ({status}): {exc.message}",
+                error_type=f"ServerError{status}",
+                retry_after=_retry_after(exc.response),
+            )
+        code = getattr(exc, "code", None) or ""
+        if code == "content_filter" or "content_filter" in str(exc.body or ""):
+            return PermanentError(f"Blocked by the content filter: {exc.message}", error_type="ContentFilter")
+        return PermanentError(f"Model refused the request ({status}): {exc.message}", error_type=f"ClientError{status}")
+    return PermanentError(f"{name}: {exc}", error_type=name)
+
+
+# --- The meter ------------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    llm_calls: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = Decimal("0")
+    latency_ms: int = 0
+
+    def add(self, other: "Usage") -> None:
+        for name in ("llm_calls", "tool_calls", "input_tokens", "cached_tokens", "output_tokens",
+                     "reasoning_tokens", "cost_usd", "latency_ms"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass
+class Answer:
+    content: str | None
+    tool_calls: list[dict]
+    message: dict  # the assistant message, ready to append to the conversation
+    model: str
+    simulated: bool
+
+
+@dataclass
+class BudgetLimits:
+    max_llm_calls: int
+    max_tool_calls: int
+    max_tokens: int
+    max_cost_usd: Decimal
+
+
+@dataclass
+class Meter:
+    """Counts one step's model and tool usage on top of the task's totals, and enforces the budget.
+
+    `before_call` runs before every model call (the pipeline uses it to renew the task's lease).
+    """
+
+    task_totals: Usage
+    budget: BudgetLimits | None
+    timeout_s: float
+    step: Usage = field(default_factory=Usage)
+    transcript: list[dict] = field(default_factory=list)
+    model: str = ""
+    simulated: bool = False
+    before_call: Callable[[], None] | None = None
+
+    def total(self) -> Usage:
+        combined = Usage()
+        combined.add(self.task_totals)
+        combined.add(self.step)
+        return combined
+
+    def check_budget(self) -> None:
+        if self.budget is None:
+            return
+        spent = self.total()
+        over = []
+        if spent.llm_calls >= self.budget.max_llm_calls:
+            over.append(f"LLM calls {spent.llm_calls} >= {self.budget.max_llm_calls}")
+        if spent.tool_calls > self.budget.max_tool_calls:
+            over.append(f"tool calls {spent.tool_calls} > {self.budget.max_tool_calls}")
+        if spent.tokens >= self.budget.max_tokens:
+            over.append(f"tokens {spent.tokens} >= {self.budget.max_tokens}")
+        if spent.cost_usd >= self.budget.max_cost_usd:
+            over.append(f"cost ${spent.cost_usd} >= ${self.budget.max_cost_usd}")
+        if over:
+            raise BudgetExceeded(
+                "Budget exceeded, suspected loop: " + "; ".join(over),
+                evidence={
+                    "exceeded": over,
+                    "llm_calls": spent.llm_calls,
+                    "tool_calls": spent.tool_calls,
+                    "tokens": spent.tokens,
+                    "cost_usd": str(spent.cost_usd),
+                    "recent_tool_calls": [
+                        entry for entry in self.transcript if entry.get("kind") == "tool_call"
+                    ][-10:],
+                },
+            )
+
+    def count_tool_call(self, name: str, arguments: Any, result: Any) -> None:
+        self.step.tool_calls += 1
+        self.transcript.append({"kind": "tool_call", "tool": name, "arguments": arguments, "result": result})
+
+    def chat(
+        self,
+        *,
+        model: str,
+        messages: list[dict],
+        json_mode: bool = False,
+        tools: list[dict] | None = None,
+    ) -> Answer:
+        self.check_budget()
+        if self.before_call:
+            self.before_call()
+        kwargs: dict[str, Any] = {"model": model, "messages": messages, "timeout": self.timeout_s}
+        if json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
+        if tools:
+            kwargs["tools"] = tools
+        self.transcript.append({"kind": "request", "model": model, "messages": messages[-2:] if len(self.transcript) else messages})
+        started = time.perf_counter()
+        try:
+            completion = get_client().chat.completions.create(**kwargs)
+        except openai.OpenAIError as exc:
+            self.step.latency_ms += int((time.perf_counter() - started) * 1000)
+            self.step.llm_calls += 1
+            raise classify_error(exc) from exc
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        return self._record(completion, model, elapsed_ms)
+
+    def _record(self, completion: Any, model: str, elapsed_ms: int) -> Answer:
+        usage = completion.usage
+        input_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        output_tokens = getattr(usage, "completion_tokens", 0) or 0
+        details_in = getattr(usage, "prompt_tokens_details", None)
+        details_out = getattr(usage, "completion_tokens_details", None)
+        cached = (getattr(details_in, "cached_tokens", 0) or 0) if details_in else 0
+        reasoning = (getattr(details_out, "reasoning_tokens", 0) or 0) if details_out else 0
+        answered_model = completion.model or model
+        self.model = answered_model
+        self.simulated = self.simulated or completion.system_fingerprint == SIMULATOR_FINGERPRINT
+        self.step.llm_calls += 1
+        self.step.latency_ms += elapsed_ms
+        self.step.input_tokens += input_tokens
+        self.step.cached_tokens += cached
+        self.step.output_tokens += output_tokens
+        self.step.reasoning_tokens += reasoning
+        # Price by the name we asked for: on Azure that is the deployment the admin priced.
+        self.step.cost_usd += cost_of(model, input_tokens, cached, output_tokens)
+
+        if not completion.choices:
+            raise PermanentError("The model returned no choices", error_type="EmptyAnswer")
+        message = completion.choices[0].message
+        tool_calls = [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.function.name, "arguments": call.function.arguments}}
+            for call in (message.tool_calls or [])
+        ]
+        assistant: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if tool_calls:
+            assistant["tool_calls"] = tool_calls
+        self.transcript.append({
+            "kind": "response", "model": answered_model, "content": message.content,
+            "tool_calls": tool_calls, "latency_ms": elapsed_ms,
+            "usage": {"input": input_tokens, "cached": cached, "output": output_tokens, "reasoning": reasoning},
+        })
+        return Answer(message.content, tool_calls, assistant, answered_model, self.simulated)
+
+
+def parse_json_object(text: str | None) -> dict:
+    """Parse the model's JSON answer; raise ValueError with a message the model can act on."""
+    if not text:
+        raise ValueError("The answer was empty; reply with one JSON object.")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"The answer was not valid JSON ({exc.msg} at position {exc.pos}).") from exc
+    if not isinstance(value, dict):
+        raise ValueError("The answer must be one JSON object.")
+    return value

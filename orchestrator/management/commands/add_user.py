@@ -1,0 +1,58 @@
+"""manage.py add_user USERNAME --role reviewer|operator|admin [--queue NAME ...] [--password P]"""
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from orchestrator.roles import ADMIN, ROLES
+from reviews.models import Queue
+
+
+class Command(BaseCommand):
+    help = "Create or update a user with a role (and, for reviewers, the queues they review)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--role", required=True, choices=ROLES)
+        parser.add_argument("--queue", action="append", default=[], help="Queue name; repeat for several")
+        parser.add_argument("--password", help="Default: keep the current one, or generate one for a new user")
+        parser.add_argument("--email", default="")
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        username, role = options["username"], options["role"]
+        queues = []
+        for name in options["queue"]:
+            queue = Queue.objects.filter(name=name).first()
+            if queue is None:
+                known = ", ".join(Queue.objects.values_list("name", flat=True)) or "none"
+                raise CommandError(f"Unknown queue \"{name}\" (known: {known})")
+            queues.append(queue)
+        user, created = User.objects.get_or_create(username=username)
+        password = options["password"]
+        generated = False
+        if password is None and created:
+            password, generated = secrets.token_urlsafe(12), True
+        if password is not None:
+            user.set_password(password)
+        if options["email"]:
+            user.email = options["email"]
+        elif created and not user.email:
+            user.email = f"{username}@example.com"
+        # The admin role is Django admin's superuser; the others never get admin-site access.
+        user.is_staff = user.is_superuser = role == ADMIN
+        user.save()
+        user.groups.remove(*Group.objects.filter(name__in=ROLES))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+        for queue in queues:
+            queue.reviewers.add(user)
+        verb = "Created" if created else "Updated"
+        line = f"{verb} {username} ({role}{', queues: ' + ', '.join(q.name for q in queues) if queues else ''})"
+        if generated:
+            line += f" with password {password}"
+        self.stdout.write(line)

@@ -1,0 +1,341 @@
+"""Tasks, their steps (durable checkpoints), dead letters, and the admin-tuned configuration."""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+
+class TaskStatus(models.TextChoices):
+    """Where a task is. Legal transitions:
+
+    queued -> running -> (awaiting_approval -> queued -> running) -> completed | rejected
+    running -> queued (transient failure, retried after a backoff; or its lease ran out)
+    any non-terminal -> dead_lettered -> queued (retry) | discarded
+
+    Every non-terminal task has an owner: a queued message, a running worker holding a lease, a
+    pending approval, or an open dead letter.
+    """
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    COMPLETED = "completed", "Completed"
+    REJECTED = "rejected", "Rejected"
+    DEAD_LETTERED = "dead_lettered", "Dead-lettered"
+    DISCARDED = "discarded", "Discarded"
+
+
+TERMINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.REJECTED, TaskStatus.DISCARDED)
+
+
+class DocType(models.TextChoices):
+    INVOICE = "Invoice"
+    CONTRACT = "Contract"
+    REPORT = "Report"
+    EMAIL = "Email"
+    OTHER = "Other"
+
+
+class Source(models.TextChoices):
+    UPLOAD = "upload", "Upload page"
+    API = "api", "API"
+    CLI = "cli", "Command line"
+    DEMO = "demo", "Demo"
+
+
+class Task(models.Model):
+    status = models.CharField(max_length=20, choices=TaskStatus.choices, default=TaskStatus.QUEUED)
+    # The next worker to run ("" once finished). Steps before it have succeeded.
+    current_step = models.CharField(max_length=20, default="classify", blank=True)
+
+    content = models.TextField()
+    content_sha256 = models.CharField(max_length=64, db_index=True)
+    filename = models.CharField(max_length=255, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    external_ref = models.CharField(max_length=255, blank=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="duplicates"
+    )
+
+    # Results so far.
+    doc_type = models.CharField(max_length=20, choices=DocType.choices, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    fields = models.JSONField(default=dict, blank=True)
+    findings = models.JSONField(default=list, blank=True)
+    routed_to = models.CharField(max_length=100, blank=True)
+    route_reason = models.TextField(blank=True)
+    action_result = models.JSONField(default=dict, blank=True)
+
+    # Totals over every step attempt (failed attempts cost money too).
+    llm_calls = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
+
+    # Ownership, for the sweeper.
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveIntegerField(default=0)
+    # Failed attempts of the current step since it became current (or since an operator's retry).
+    step_attempts = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # Lists page newest first by id (keyset pagination); ids grow with creation time.
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "-id"], name="task_status_id"),
+            models.Index(fields=["doc_type", "-id"], name="task_doctype_id"),
+            models.Index(fields=["routed_to", "-id"], name="task_route_id"),
+            models.Index(fields=["created_at"], name="task_created"),
+            models.Index(fields=["status", "lease_expires_at"], name="task_status_lease"),
+            models.Index(fields=["status", "enqueued_at"], name="task_status_enqueued"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["submitted_by", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="task_unique_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Task {self.pk} ({self.filename or 'untitled'})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("task-detail", args=[self.pk])
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def title(self) -> str:
+        return self.filename or self.external_ref or f"Task {self.pk}"
+
+    @property
+    def amount(self) -> Decimal | None:
+        value = (self.fields or {}).get("amount")
+        try:
+            return Decimal(str(value)) if value is not None else None
+        except Exception:
+            return None
+
+
+class StepStatus(models.TextChoices):
+    """running -> succeeded | failed (retried later) | dead_lettered (no more tries)."""
+
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed, will retry"
+    DEAD_LETTERED = "dead_lettered", "Failed, dead-lettered"
+
+
+class Step(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="steps")
+    worker = models.CharField(max_length=20)
+    attempt = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=StepStatus.choices)
+
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(default=dict, blank=True)
+    # The exchange with the model: messages sent, raw answers, tool calls with their results.
+    transcript = models.JSONField(default=list, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    prompt_version = models.CharField(max_length=50, blank=True)
+    simulated = models.BooleanField(default=False)
+
+    llm_calls = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
+    latency_ms = models.PositiveIntegerField(default=0)
+
+    error_type = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    retry_after_s = models.FloatField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [models.Index(fields=["task", "started_at"], name="step_task_started")]
+        constraints = [
+            # Invariant 2: a succeeded step is never run (or paid for) again.
+            models.UniqueConstraint(
+                fields=["task", "worker"],
+                condition=Q(status="succeeded"),
+                name="step_succeeds_once",
+            ),
+            models.UniqueConstraint(fields=["task", "worker", "attempt"], name="step_attempt_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker} #{self.attempt} of task {self.task_id}"
+
+
+class DeadLetterStatus(models.TextChoices):
+    """open -> retried | discarded."""
+
+    OPEN = "open", "Open"
+    RETRIED = "retried", "Retried"
+    DISCARDED = "discarded", "Discarded"
+
+
+class DeadLetter(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="dead_letters")
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    worker = models.CharField(max_length=20, blank=True)
+    error_type = models.CharField(max_length=100)
+    message = models.TextField()
+    traceback = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    fingerprint = models.CharField(max_length=64, db_index=True)
+    evidence = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=10, choices=DeadLetterStatus.choices, default=DeadLetterStatus.OPEN)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution_note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "-id"], name="dl_status_id"),
+            models.Index(fields=["status", "fingerprint"], name="dl_status_fingerprint"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task"], condition=Q(status="open"), name="dl_one_open_per_task"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.error_type} on task {self.task_id}"
+
+
+class RoutingRule(models.Model):
+    """A deterministic business rule: documents that match go to `queue`.
+
+    Rules are tried by ascending priority; the first match wins. A rule with no doc type matches
+    every type, one with no field condition matches every document of its type.
+    """
+
+    class Operator(models.TextChoices):
+        GT = "gt", ">"
+        GTE = "gte", ">="
+        LT = "lt", "<"
+        LTE = "lte", "<="
+        EQ = "eq", "="
+
+    name = models.CharField(max_length=100)
+    priority = models.PositiveIntegerField(default=100)
+    doc_type = models.CharField(max_length=20, choices=DocType.choices, blank=True)
+    field = models.CharField(max_length=50, blank=True, help_text="Extracted field, e.g. amount")
+    operator = models.CharField(max_length=3, choices=Operator.choices, blank=True)
+    value = models.CharField(max_length=100, blank=True)
+    queue = models.ForeignKey("reviews.Queue", on_delete=models.PROTECT, related_name="rules")
+    requires_approval = models.BooleanField(
+        default=True, help_text="Off: auto-approval is allowed under the auto-approve policy."
+    )
+    active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Budget(models.Model):
+    """Per-task ceilings, checked before every model call. The active row with the lowest id applies."""
+
+    name = models.CharField(max_length=100, unique=True)
+    max_llm_calls = models.PositiveIntegerField(default=30)
+    max_tool_calls = models.PositiveIntegerField(default=40)
+    max_tokens = models.PositiveIntegerField(default=200_000)
+    max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("1.00"))
+    active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelPrice(models.Model):
+    """Price per 1M tokens by kind. Reasoning tokens are billed as output (they are part of it)."""
+
+    model = models.CharField(max_length=100)
+    input_per_1m = models.DecimalField(max_digits=10, decimal_places=4)
+    cached_input_per_1m = models.DecimalField(max_digits=10, decimal_places=4)
+    output_per_1m = models.DecimalField(max_digits=10, decimal_places=4)
+    effective_from = models.DateField()
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="price_model_date_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from}"
+
+
+class WorkerConfig(models.Model):
+    """How one worker kind calls the model. Editing the prompt should bump the version."""
+
+    worker = models.CharField(max_length=20, unique=True)
+    model = models.CharField(max_length=100, help_text="Model name, or deployment name on Azure OpenAI")
+    prompt = models.TextField()
+    version = models.CharField(max_length=50, default="v1")
+    max_retries = models.PositiveIntegerField(default=4, help_text="Retries of transient failures")
+    timeout_s = models.FloatField(default=30)
+    max_reasks = models.PositiveIntegerField(default=2, help_text="Re-asks after an invalid answer")
+    max_tool_rounds = models.PositiveIntegerField(default=6, help_text="Verify: model turns with tool calls")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.worker} ({self.model}, {self.version})"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; it carries its user's roles. Only the hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… for {self.user}"
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex

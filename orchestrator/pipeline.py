@@ -1,0 +1,291 @@
+"""The orchestrator: runs a task's remaining steps, each one a durable checkpoint.
+
+A step's success is committed together with its results on the task (one transaction), so a
+crash loses at most the step in flight, and a retry resumes from the failed step without running
+or paying for a succeeded one again (also enforced by a unique index on succeeded steps).
+
+Ownership (DESIGN.md invariant 1): a worker holds a lease on a running task, renewed before
+every model call; a transient failure hands the task back to the broker with a countdown; a
+permanent one hands it to an open dead letter; a route that needs a person hands it to a pending
+approval and releases the worker.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .errors import LeaseLost, StepError, TransientError
+from .llm import BudgetLimits, Meter, Usage
+from .models import Budget, Step, StepStatus, Task, TaskStatus, WorkerConfig
+from .workers import WORKERS, next_step
+from .workers.base import Config, StepContext
+
+log = logging.getLogger(__name__)
+
+TOTAL_FIELDS = ("llm_calls", "tool_calls", "input_tokens", "cached_tokens", "output_tokens",
+                "reasoning_tokens", "cost_usd")
+
+
+def queue_for(worker: str) -> str:
+    return settings.STEWARD_WORKER_QUEUES.get(worker, settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+def send_wakeup(task_id: int, worker: str, countdown: float | None = None) -> None:
+    """Ask a Celery worker to run the task, once the current transaction has committed.
+
+    The database already says the task is queued; if the broker is down the sweeper re-sends.
+    """
+    from .tasks import run_task
+
+    def send() -> None:
+        try:
+            run_task.apply_async(args=[task_id], countdown=countdown, queue=queue_for(worker))
+        except Exception:  # noqa: BLE001 - the row is committed; the sweeper will re-send
+            log.exception("Could not reach the broker for task %s; the sweeper will re-enqueue it", task_id)
+
+    transaction.on_commit(send)
+
+
+def worker_config(name: str) -> Config:
+    module = WORKERS[name]
+    row = WorkerConfig.objects.filter(worker=name).first()
+    if row is None:
+        return Config(model="gpt-4o-mini", prompt=module.PROMPT, version=module.VERSION, max_retries=4,
+                      timeout_s=settings.STEWARD_LLM_TIMEOUT_S, max_reasks=2, max_tool_rounds=6)
+    return Config(model=row.model, prompt=row.prompt, version=row.version, max_retries=row.max_retries,
+                  timeout_s=row.timeout_s, max_reasks=row.max_reasks, max_tool_rounds=row.max_tool_rounds)
+
+
+def current_budget() -> BudgetLimits | None:
+    row = Budget.objects.filter(active=True).order_by("id").first()
+    if row is None:
+        return None
+    return BudgetLimits(row.max_llm_calls, row.max_tool_calls, row.max_tokens, row.max_cost_usd)
+
+
+def backoff_delay(failures: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter (half fixed, half random), never shorter than Retry-After."""
+    base = settings.STEWARD_RETRY_BACKOFF_S * (2 ** max(failures - 1, 0))
+    base = min(base, settings.STEWARD_RETRY_BACKOFF_MAX_S)
+    delay = base / 2 + random.uniform(0, base / 2)
+    return max(delay, retry_after or 0.0)
+
+
+@dataclass
+class Run:
+    """One worker's hold on one task: its lease and the task's in-memory totals."""
+
+    task: Task
+    runner: str
+    attempts: dict[str, int]
+    lease_renewed: float = 0.0
+
+    def lease_until(self):
+        return timezone.now() + timedelta(seconds=settings.STEWARD_LEASE_S)
+
+    def renew_lease(self) -> None:
+        if time.monotonic() - self.lease_renewed < settings.STEWARD_LEASE_S / 3:
+            return
+        if not Task.objects.filter(pk=self.task.pk, lease_owner=self.runner, status=TaskStatus.RUNNING).update(
+            lease_expires_at=self.lease_until()
+        ):
+            raise LeaseLost(self.task.pk)
+        self.lease_renewed = time.monotonic()
+
+    def totals(self) -> Usage:
+        return Usage(**{name: getattr(self.task, name) for name in TOTAL_FIELDS})
+
+    def add_usage(self, usage: Usage) -> None:
+        for name in TOTAL_FIELDS:
+            setattr(self.task, name, getattr(self.task, name) + getattr(usage, name))
+
+    def save_task(self, fields: list[str], **changes) -> None:
+        """Write the task as part of a checkpoint; fails (rolling back) if our lease was taken."""
+        for name, value in changes.items():
+            setattr(self.task, name, value)
+        values = {name: getattr(self.task, name) for name in set(fields) | set(changes) | set(TOTAL_FIELDS)}
+        values["updated_at"] = timezone.now()
+        if not Task.objects.filter(pk=self.task.pk, lease_owner=self.runner, status=TaskStatus.RUNNING).update(**values):
+            raise LeaseLost(self.task.pk)
+
+
+def claim(task_id: int, runner: str) -> Task | None:
+    """Take the task by compare-and-set; None when another worker has it or it is not runnable."""
+    now = timezone.now()
+    claimed = (
+        Task.objects.filter(pk=task_id)
+        .filter(
+            Q(status=TaskStatus.QUEUED, not_before__isnull=True)
+            | Q(status=TaskStatus.QUEUED, not_before__lte=now)
+            | Q(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+        )
+        .update(
+            status=TaskStatus.RUNNING,
+            lease_owner=runner,
+            lease_expires_at=now + timedelta(seconds=settings.STEWARD_LEASE_S),
+            not_before=None,
+            updated_at=now,
+        )
+    )
+    if not claimed:
+        early = Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, not_before__gt=now).values_list(
+            "not_before", "current_step").first()
+        if early:
+            # A wake-up that came before the retry time (a re-send): keep the task owned by one.
+            send_wakeup(task_id, early[1], countdown=(early[0] - now).total_seconds())
+        return None
+    return Task.objects.filter(pk=task_id).first()
+
+
+def task_run(task_id: int, *, runner: str) -> str:
+    """Run the task's remaining steps. Returns what happened, for logs and tests.
+
+    Steps: claim the task (compare-and-set lease); load its succeeded steps' attempt numbers;
+    run each remaining step on this worker's queue, checkpointing after each; stop when the
+    task completes, waits for a person, fails (retry later or dead letter) or moves to a
+    step that belongs on another Celery queue.
+    """
+    task = claim(task_id, runner)
+    if task is None:
+        return "not-claimed"
+    attempts: dict[str, int] = {}
+    for worker, attempt in Step.objects.filter(task=task).values_list("worker", "attempt"):
+        attempts[worker] = max(attempts.get(worker, 0), attempt)
+    run = Run(task=task, runner=runner, attempts=attempts, lease_renewed=time.monotonic())
+    run_queue = queue_for(task.current_step)
+    try:
+        while task.current_step:
+            if queue_for(task.current_step) != run_queue:
+                with transaction.atomic():
+                    run.save_task([], status=TaskStatus.QUEUED, lease_owner="", lease_expires_at=None,
+                                  enqueued_at=timezone.now())
+                    send_wakeup(task.pk, task.current_step)
+                return "handed-over"
+            outcome = run_step(run, task.current_step)
+            if outcome != "continue":
+                return outcome
+        return "completed"
+    except LeaseLost:
+        log.warning("Task %s: lease lost to another worker; stopping without writing", task_id)
+        return "lease-lost"
+
+
+def run_step(run: Run, name: str) -> str:
+    task = run.task
+    module = WORKERS[name]
+    config = worker_config(name)
+    attempt = run.attempts.get(name, 0) + 1
+    meter = Meter(task_totals=run.totals(), budget=current_budget(), timeout_s=config.timeout_s,
+                  before_call=run.renew_lease)
+    started_at = timezone.now()
+    clock = time.perf_counter()
+    error: StepError | None = None
+    trace = ""
+    output: dict = {}
+    try:
+        output = module.run(StepContext(task=task, config=config, meter=meter))
+    except LeaseLost:
+        raise
+    except StepError as exc:
+        error, trace = exc, traceback.format_exc()
+    except Exception as exc:  # noqa: BLE001 - a bug or an outage: retried, then dead-lettered
+        error = TransientError(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+        trace = traceback.format_exc()
+    if meter.step.latency_ms == 0:
+        meter.step.latency_ms = int((time.perf_counter() - clock) * 1000)
+    step = Step(
+        task=task, worker=name, attempt=attempt, input=_step_input(task, name), output=output,
+        transcript=meter.transcript, model=meter.model or (config.model if meter.step.llm_calls else ""),
+        prompt_version=config.version, simulated=meter.simulated, started_at=started_at,
+        finished_at=timezone.now(),
+        **{f: getattr(meter.step, f) for f in ("llm_calls", "tool_calls", "input_tokens", "cached_tokens",
+                                                "output_tokens", "reasoning_tokens", "cost_usd", "latency_ms")},
+    )
+    run.add_usage(meter.step)
+    run.attempts[name] = attempt
+    if error is None:
+        return _succeed(run, module, step, output)
+    return _fail(run, step, error, trace, config)
+
+
+def _step_input(task: Task, name: str) -> dict:
+    if name in ("classify",):
+        return {"document_chars": len(task.content)}
+    if name == "extract":
+        return {"doc_type": task.doc_type}
+    return {"doc_type": task.doc_type, "fields": task.fields, "findings": task.findings if name != "verify" else []}
+
+
+def _succeed(run: Run, module, step: Step, output: dict) -> str:
+    from reviews.services import approval_open
+
+    task = run.task
+    changed = module.apply(task, output)
+    following = next_step(step.worker)
+    with transaction.atomic():
+        step.status = StepStatus.SUCCEEDED
+        step.save(force_insert=True)
+        changes: dict = {"current_step": following, "step_attempts": 0,
+                         "lease_expires_at": run.lease_until()}
+        outcome = "continue"
+        if step.worker == "route":
+            approval = approval_open(task, output)
+            if approval.status == "pending":
+                changes.update(status=TaskStatus.AWAITING_APPROVAL, lease_owner="", lease_expires_at=None)
+                outcome = "awaiting_approval"
+        if not following:
+            changes.update(status=TaskStatus.COMPLETED, lease_owner="", lease_expires_at=None,
+                           finished_at=timezone.now())
+            outcome = "completed"
+        run.save_task(changed, **changes)
+    run.lease_renewed = time.monotonic()
+    return outcome
+
+
+def _fail(run: Run, step: Step, error: StepError, trace: str, config: Config) -> str:
+    from .services import dead_letter_create
+
+    task = run.task
+    step.error_type = error.error_type
+    step.error_message = error.message[:5000]
+    failures = task.step_attempts + 1
+    retry = not error.permanent and failures <= config.max_retries
+    with transaction.atomic():
+        if retry:
+            delay = backoff_delay(failures, error.retry_after)
+            step.status = StepStatus.FAILED
+            step.retry_after_s = error.retry_after
+            step.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+            step.save(force_insert=True)
+            run.save_task([], status=TaskStatus.QUEUED, step_attempts=failures, lease_owner="",
+                          lease_expires_at=None, not_before=step.next_attempt_at, enqueued_at=timezone.now())
+            send_wakeup(task.pk, step.worker, countdown=delay)
+            outcome = "retry-scheduled"
+        else:
+            step.status = StepStatus.DEAD_LETTERED
+            step.save(force_insert=True)
+            run.save_task([], status=TaskStatus.DEAD_LETTERED, step_attempts=failures, lease_owner="",
+                          lease_expires_at=None)
+            message = error.message
+            if not error.permanent:
+                message = f"Gave up after {failures} attempts: {error.message}"
+            dead_letter_create(task=task, step=step, error_type=error.error_type, message=message,
+                               traceback=trace, attempts=failures, evidence=error.evidence)
+            outcome = "dead-lettered"
+    log.info("Task %s step %s attempt %s failed (%s): %s", task.pk, step.worker, step.attempt,
+             error.error_type, outcome)
+    return outcome
+
+
+def usage_cost(value) -> Decimal:
+    return Decimal(value or 0)

@@ -1,0 +1,119 @@
+"""Roles are Django groups: reviewer, operator, admin. Small helpers for views and the API."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from functools import wraps
+from typing import Callable
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+REVIEWER = "reviewer"
+OPERATOR = "operator"
+ADMIN = "admin"
+ROLES = (REVIEWER, OPERATOR, ADMIN)
+
+
+def user_roles(user) -> set[str]:
+    """The user's roles, cached on the user object for the request."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return set()
+    cached = getattr(user, "_steward_roles", None)
+    if cached is None:
+        cached = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        if user.is_superuser:
+            cached.add(ADMIN)
+        user._steward_roles = cached
+    return cached
+
+
+def has_role(user, *roles: str) -> bool:
+    return bool(user_roles(user) & set(roles))
+
+
+def role_required(*roles: str) -> Callable:
+    """Page decorator: anonymous -> login page; logged in without one of `roles` -> 403."""
+
+    def decorator(view):
+        @login_required
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not has_role(request.user, *roles):
+                raise PermissionDenied("Your role does not give access to this page")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+TOKEN_PREFIX = "stw_"
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_token_create(*, user) -> str:
+    """Create a token for `user` and return it; only its hash is stored, so show it once."""
+    from .models import ApiToken
+
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    ApiToken.objects.create(user=user, key_hash=hash_token(raw), prefix=raw[:10])
+    return raw
+
+
+def user_for_bearer(header: str):
+    from .models import ApiToken
+
+    if not header.startswith("Bearer "):
+        return None
+    raw = header.removeprefix("Bearer ").strip()
+    if not raw:
+        return None
+    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        type(token).objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+def json_error(status: int, message: str, **extra) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def api_view(*roles: str, methods: tuple[str, ...] = ("GET",)) -> Callable:
+    """API decorator: bearer-token auth (401), role check (403), allowed methods (405).
+
+    CSRF does not apply: a bearer token is not an ambient credential a browser sends by itself.
+    """
+
+    def decorator(view):
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            user = user_for_bearer(request.headers.get("Authorization", ""))
+            if user is None:
+                response = json_error(401, "Missing or invalid bearer token")
+                response["WWW-Authenticate"] = 'Bearer realm="steward"'
+                return response
+            if request.method not in methods:
+                response = json_error(405, f"Method {request.method} not allowed")
+                response["Allow"] = ", ".join(methods)
+                return response
+            if roles and not has_role(user, *roles):
+                return json_error(403, "Your role does not allow this")
+            request.user = user
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -1,0 +1,130 @@
+"""route: deterministic business rules decide the queue and whether a person must approve.
+
+Never the model's opinion: the amount used is the larger of the extracted amount and a
+deterministic parse of the text, and any disagreement between the two sends the action to review.
+Text inside the document ("route to standard_queue") cannot change anything here.
+"""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from ..amounts import parse_total
+from ..errors import PermanentError
+from .base import StepContext
+
+NAME = "route"
+VERSION = "v1"
+PROMPT = "(route uses no model: RoutingRule rows decide)"
+FALLBACK_QUEUE = "standard_queue"
+
+
+def _decimal(value) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def rule_matches(rule, doc_type: str, fields: dict, amount: Decimal | None) -> bool:
+    if rule.doc_type and rule.doc_type != doc_type:
+        return False
+    if not rule.field:
+        return True
+    left = amount if rule.field == "amount" else _decimal(fields.get(rule.field))
+    right = _decimal(rule.value)
+    if rule.operator == "eq" and (left is None or right is None):
+        return str(fields.get(rule.field, "")).strip().lower() == rule.value.strip().lower()
+    if left is None or right is None:
+        return False
+    return {
+        "gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right, "eq": left == right,
+    }.get(rule.operator, False)
+
+
+def choose_rule(doc_type: str, fields: dict, amount: Decimal | None):
+    from ..models import RoutingRule
+
+    for rule in RoutingRule.objects.filter(active=True).select_related("queue").order_by("priority", "id"):
+        if rule_matches(rule, doc_type, fields, amount):
+            return rule
+    return None
+
+
+def money(amount: Decimal | None, currency: str = "USD") -> str:
+    if amount is None:
+        return "no amount"
+    symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency or "USD", "")
+    text = f"{amount:,.2f}".removesuffix(".00")
+    return f"{symbol}{text}" if symbol else f"{text} {currency}"
+
+
+def describe_action(doc_type: str, fields: dict, amount: Decimal | None, queue: str) -> str:
+    counterparty = fields.get("counterparty") or "unknown counterparty"
+    if doc_type == "Invoice":
+        number = fields.get("invoice_number") or "without number"
+        return f"Send payment approval for invoice {number}, {money(amount, fields.get('currency'))}, to {queue}"
+    if doc_type == "Contract":
+        return f"Forward the contract with {counterparty} to {queue} for signature"
+    if doc_type == "Report":
+        return f"File the report \"{fields.get('title') or 'untitled'}\" with {queue}"
+    if doc_type == "Email":
+        return f"Hand the email from {counterparty} (\"{fields.get('subject') or 'no subject'}\") to {queue}"
+    return f"File the document with {queue}"
+
+
+def run(ctx: StepContext) -> dict:
+    from reviews.models import AutoApprovePolicy, Queue
+
+    task = ctx.task
+    doc_type = task.doc_type or "Other"
+    fields = task.fields or {}
+    extracted = _decimal(fields.get("amount"))
+    parsed = parse_total(task.content) if doc_type in ("Invoice", "Contract") else None
+    candidates = [a for a in (extracted, parsed) if a is not None]
+    amount = max(candidates) if candidates else None
+
+    rule = choose_rule(doc_type, fields, amount)
+    if rule is not None:
+        queue_name, rule_name, rule_requires = rule.queue.name, rule.name, rule.requires_approval
+    else:
+        if not Queue.objects.filter(name=FALLBACK_QUEUE).exists():
+            raise PermanentError(f"No routing rule matched and there is no {FALLBACK_QUEUE} queue",
+                                 error_type="NoRoute")
+        queue_name, rule_name, rule_requires = FALLBACK_QUEUE, "(fallback)", True
+
+    reasons: list[str] = []
+    if rule_requires:
+        reasons.append(f"Rule \"{rule_name}\" requires approval")
+    if task.duplicate_of_id:
+        reasons.append(f"Exact duplicate of task {task.duplicate_of_id}")
+    for finding in task.findings or []:
+        reasons.append(f"Verifier: {finding.get('message', finding.get('kind'))}")
+    if parsed is not None and (extracted is None or abs(parsed - extracted) > Decimal("0.01")):
+        reasons.append(f"Amount disagreement: the model read {money(extracted)}, the document shows {money(parsed)}")
+    policy = AutoApprovePolicy.current()
+    if task.confidence is not None and task.confidence < policy.min_confidence:
+        reasons.append(f"Low confidence ({task.confidence:.2f} < {policy.min_confidence:.2f})")
+    if not reasons:
+        if not policy.enabled:
+            reasons.append("Auto-approval is switched off")
+        elif amount is not None and amount > policy.max_amount:
+            reasons.append(f"Above the auto-approve ceiling of {money(policy.max_amount)}")
+
+    return {
+        "queue": queue_name,
+        "rule": rule_name,
+        "amount": str(amount) if amount is not None else None,
+        "extracted_amount": str(extracted) if extracted is not None else None,
+        "document_amount": str(parsed) if parsed is not None else None,
+        "requires_approval": bool(reasons),
+        "reasons": reasons,
+        "action_summary": describe_action(doc_type, fields, amount, queue_name),
+    }
+
+
+def apply(task, output: dict) -> list[str]:
+    task.routed_to = output["queue"]
+    task.route_reason = "; ".join(output["reasons"]) or "Auto-approved under the policy"
+    return ["routed_to", "route_reason"]

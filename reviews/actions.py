@@ -1,0 +1,93 @@
+"""The consequential action after approval: a webhook POST or an email, at most once per approval.
+
+The approval's action_status is a compare-and-set guard: `done` is never sent again. A crash
+between sending and recording leaves `sending`, and the retry sends again with the same
+Idempotency-Key, so the receiver can tell it is the same action.
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.utils import timezone
+
+from orchestrator.errors import PermanentError, TransientError
+
+from .models import ActionStatus, Approval, Queue
+
+
+def action_payload(approval: Approval) -> dict:
+    return {
+        "approval_id": approval.pk,
+        "task_id": approval.task_id,
+        "decision": approval.status,
+        "decided_by": approval.decided_by.get_username() if approval.decided_by else None,
+        "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
+        "queue": approval.queue.name,
+        "action": approval.action_summary,
+        "data": approval.action_data,
+        "corrections": approval.corrections,
+        "idempotency_key": approval.idempotency_key,
+    }
+
+
+def _post(url: str, payload: dict, key: str) -> int:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "Steward"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=settings.STEWARD_WEBHOOK_TIMEOUT_S) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        if exc.code == 429 or exc.code >= 500:
+            retry_after = exc.headers.get("Retry-After")
+            raise TransientError(
+                f"Webhook answered {exc.code}", error_type=f"Webhook{exc.code}",
+                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            ) from exc
+        raise PermanentError(f"Webhook refused the action ({exc.code})", error_type=f"Webhook{exc.code}") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise TransientError(f"Webhook unreachable: {exc}", error_type="WebhookUnreachable") from exc
+
+
+def action_perform(approval: Approval) -> dict:
+    """Run the approval's action unless it already ran; returns what happened."""
+    if approval.action_status == ActionStatus.DONE:
+        return {"approval_id": approval.pk, "skipped": "already sent", "idempotency_key": approval.idempotency_key}
+    Approval.objects.filter(pk=approval.pk, action_status=ActionStatus.NOT_STARTED).update(
+        action_status=ActionStatus.SENDING
+    )
+    payload = action_payload(approval)
+    result = {"approval_id": approval.pk, "kind": approval.action_kind, "idempotency_key": approval.idempotency_key}
+    if approval.action_kind == Queue.ActionKind.EMAIL:
+        recipients = [approval.queue.action_email] if approval.queue.action_email else [
+            u.email for u in approval.queue.reviewers.all() if u.email
+        ]
+        if not recipients:
+            raise PermanentError(f"Queue {approval.queue.name} has no address for email actions",
+                                 error_type="NoActionTarget")
+        message = EmailMessage(
+            subject=f"[Steward] {approval.get_status_display()}: {approval.action_summary}",
+            body=json.dumps(payload, indent=2),
+            to=recipients,
+            headers={"Idempotency-Key": approval.idempotency_key,
+                     "Message-ID": f"<{approval.idempotency_key}@steward>"},
+        )
+        message.send()
+        result.update(target=", ".join(recipients))
+    else:
+        url = approval.queue.webhook_url or settings.STEWARD_WEBHOOK_URL
+        if not url:
+            raise PermanentError(
+                f"No webhook target: queue {approval.queue.name} sets none and STEWARD_WEBHOOK_URL is empty",
+                error_type="NoActionTarget",
+            )
+        result.update(target=url, status_code=_post(url, payload, approval.idempotency_key))
+    Approval.objects.filter(pk=approval.pk).update(action_status=ActionStatus.DONE, action_sent_at=timezone.now())
+    return result
