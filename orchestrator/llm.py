@@ -45,7 +45,8 @@ _clients_lock = threading.Lock()
 def get_client() -> openai.OpenAI:
     """One client per process and configuration: it keeps its HTTP connections alive."""
     kind = provider()
-    key = (kind, os.environ.get("OPENAI_BASE_URL"), os.environ.get("AZURE_OPENAI_ENDPOINT"))
+    key = (kind, os.environ.get("OPENAI_BASE_URL"), os.environ.get("AZURE_OPENAI_ENDPOINT"),
+           settings.STEWARD_SIMULATOR_URL, settings.STEWARD_LLM_TIMEOUT_S)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:

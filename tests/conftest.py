@@ -1,0 +1,261 @@
+"""Fixtures: named actors, the simulator over HTTP, the pipeline in-process or in a real worker.
+
+Actors (as in healthchecks' tests): Alice reviews finance_director, Bob reviews legal_team, Olga
+is an operator, Adam an admin, and Charlie is logged in with no role at all.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+
+from orchestrator.models import Task
+from orchestrator.simulator import SimulatorServer
+from reviews.models import Approval, Queue
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_celery_queue():
+    """A Celery queue of this test run's own: leftovers of other runs on a shared broker are ignored."""
+    import uuid
+
+    queue = f"steward-test-{uuid.uuid4().hex[:8]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    os.environ["STEWARD_CELERY_QUEUE"] = queue
+    yield queue
+
+
+def _user(username: str, role: str | None, queue: str | None = None) -> User:
+    user = User.objects.create_user(username, f"{username}@example.com", "pw-" + username)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    if role == "admin":
+        user.is_staff = user.is_superuser = True
+        user.save()
+    if queue:
+        Queue.objects.get(name=queue).reviewers.add(user)
+    return user
+
+
+@pytest.fixture
+def reviewer_finance(db) -> User:
+    return _user("alice", "reviewer", "finance_director")
+
+
+@pytest.fixture
+def reviewer_legal(db) -> User:
+    return _user("bob", "reviewer", "legal_team")
+
+
+@pytest.fixture
+def reviewer_standard(db) -> User:
+    return _user("rita", "reviewer", "standard_queue")
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return _user("olga", "operator")
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return _user("adam", "admin")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return _user("charlie", None)
+
+
+@pytest.fixture
+def client_for():
+    def make(user: User) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def make_task(db):
+    counter = {"n": 0}
+
+    def make(**fields) -> Task:
+        counter["n"] += 1
+        content = fields.pop("content", f"Test document {counter['n']}")
+        import hashlib
+
+        defaults = dict(content=content, content_sha256=hashlib.sha256(content.encode()).hexdigest(),
+                        filename=f"doc-{counter['n']}.txt")
+        defaults.update(fields)
+        return Task.objects.create(**defaults)
+
+    return make
+
+
+@pytest.fixture
+def make_approval(db):
+    def make(task: Task, queue_name: str, **fields) -> Approval:
+        defaults = dict(action_kind="webhook", action_summary=f"Act on task {task.pk}", action_data={})
+        defaults.update(fields)
+        return Approval.objects.create(task=task, queue=Queue.objects.get(name=queue_name), **defaults)
+
+    return make
+
+
+# --- The simulator and the pipeline ---------------------------------------------------------
+
+
+@pytest.fixture
+def simulator(settings):
+    """A fault-free simulator on a free port; model calls and webhooks of the test go to it."""
+    server = SimulatorServer(port=0).start()
+    settings.STEWARD_SIMULATOR_URL = server.url
+    settings.STEWARD_WEBHOOK_URL = server.webhook_url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fast_retries(settings):
+    settings.STEWARD_RETRY_BACKOFF_S = 0.05
+    settings.STEWARD_RETRY_BACKOFF_MAX_S = 0.2
+    settings.STEWARD_LLM_TIMEOUT_S = 1.0
+
+
+@pytest.fixture
+def run_pipeline(simulator):
+    """Run a task to where it stops, in this process, honouring retry times like a worker would."""
+    from orchestrator.pipeline import task_run
+
+    def run(task: Task, *, max_runs: int = 50) -> Task:
+        for _ in range(max_runs):
+            task.refresh_from_db()
+            if task.status != "queued":
+                break
+            if task.not_before:
+                from django.utils import timezone
+
+                wait = (task.not_before - timezone.now()).total_seconds()
+                if wait > 0:
+                    time.sleep(wait)
+            task_run(task.pk, runner="test")
+        task.refresh_from_db()
+        return task
+
+    return run
+
+
+def database_url() -> str:
+    """The URL of the database the tests use, for worker processes started by the tests."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or "5432"
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A real `celery -A config worker` process against the test database and the simulator."""
+
+    def __init__(self, sim: SimulatorServer, *, concurrency: int = 4, extra_env: dict | None = None,
+                 name: str = "worker") -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name}-{os.getpid()}-{int(time.time() * 1000)}.log"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "STEWARD_SIMULATOR_URL": sim.url,
+            "STEWARD_WEBHOOK_URL": sim.webhook_url,
+            "STEWARD_RETRY_BACKOFF_S": "0.05",
+            "STEWARD_RETRY_BACKOFF_MAX_S": "0.5",
+            "STEWARD_LLM_TIMEOUT_S": "1.5",
+            "STEWARD_LEASE_S": "30",
+            "DEBUG": "0",
+            **(extra_env or {}),
+        }
+        self.concurrency = concurrency
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+             "--pool", "threads", "--concurrency", str(self.concurrency),
+             "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Celery worker exited with {self.process.returncode}:\n{self.log()}")
+            if b"ready." in self.log_path.read_bytes():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"Celery worker did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost machine would: no warm shutdown, no acks."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def start_worker(transactional_db, settings):
+    """Start real Celery worker processes; all are stopped at the end of the test."""
+    settings.CELERY_BROKER_URL = settings.CELERY_BROKER_URL  # the worker inherits the environment
+    workers: list[WorkerProcess] = []
+
+    def start(sim: SimulatorServer, **kwargs) -> WorkerProcess:
+        worker = WorkerProcess(sim, **kwargs).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def pipeline_worker(start_worker, simulator):
+    """The simulator (fault-free) and one real Celery worker on this test run's queue."""
+    return start_worker(simulator)
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout}s waiting for {message}")
