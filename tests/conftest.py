@@ -37,6 +37,13 @@ def _own_celery_queue():
     yield queue
 
 
+@pytest.fixture(autouse=True)
+def django_db_serialized_rollback() -> bool:
+    """Transactional tests (real worker processes) flush every table afterwards; restore the rows
+    the data migrations seed (roles, queues, routing rules, prices) for the tests that follow."""
+    return True
+
+
 def _user(username: str, role: str | None, queue: str | None = None) -> User:
     user = User.objects.create_user(username, f"{username}@example.com", "pw-" + username)
     if role:
