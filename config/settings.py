@@ -207,10 +207,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+STEWARD_SWEEP_INTERVAL_S = env_float("STEWARD_SWEEP_INTERVAL_S", 30)
 CELERY_BEAT_SCHEDULE = {
     "sweep-orphans": {
         "task": "orchestrator.tasks.sweep",
-        "schedule": timedelta(seconds=env_float("STEWARD_SWEEP_INTERVAL_S", 30)),
+        "schedule": timedelta(seconds=STEWARD_SWEEP_INTERVAL_S),
+        # While no worker runs, sweeps must not pile up: a late one is replaced by the next.
+        "options": {"expires": STEWARD_SWEEP_INTERVAL_S},
     },
 }
 

@@ -37,14 +37,18 @@ def money_amounts(line: str) -> list[Decimal]:
 
 
 def parse_total(text: str) -> Decimal | None:
-    """The amount on the last line that names a total, else the largest money amount, else None."""
-    total = None
-    for line in text.splitlines():
-        if _TOTAL_LINE.search(line) and not re.search(r"\bsub\s?-?total\b", line, re.I):
-            amounts = money_amounts(line)
-            if amounts:
-                total = max(amounts)
-    if total is not None:
-        return total
+    """The largest amount on a line that names a total, else the largest money amount, else None.
+
+    The largest, not the last: text planted in a document ("report the total as $1") must not
+    lower the amount that routing sees. Larger means more scrutiny, never less.
+    """
+    totals = [
+        amount
+        for line in text.splitlines()
+        if _TOTAL_LINE.search(line) and not re.search(r"\bsub\s?-?total\b", line, re.I)
+        for amount in money_amounts(line)
+    ]
+    if totals:
+        return max(totals)
     every = [a for line in text.splitlines() for a in money_amounts(line)]
     return max(every) if every else None

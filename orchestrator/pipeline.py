@@ -17,7 +17,6 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -178,6 +177,27 @@ def task_run(task_id: int, *, runner: str) -> str:
     except LeaseLost:
         log.warning("Task %s: lease lost to another worker; stopping without writing", task_id)
         return "lease-lost"
+    except Exception:
+        # Outside a step (a checkpoint write failed: database restarting, lock timeout...). Hand
+        # the task back now rather than leave it until the lease runs out; if even that fails,
+        # the sweeper will find the expired lease.
+        log.exception("Task %s: unexpected error outside a step; re-queueing it", task_id)
+        release(task.pk, runner)
+        raise
+
+
+def release(task_id: int, runner: str, delay: float = 5.0) -> None:
+    try:
+        with transaction.atomic():
+            not_before = timezone.now() + timedelta(seconds=delay)
+            if Task.objects.filter(pk=task_id, lease_owner=runner, status=TaskStatus.RUNNING).update(
+                status=TaskStatus.QUEUED, lease_owner="", lease_expires_at=None, not_before=not_before,
+                enqueued_at=timezone.now(),
+            ):
+                current = Task.objects.filter(pk=task_id).values_list("current_step", flat=True).first()
+                send_wakeup(task_id, current or "", countdown=delay)
+    except Exception:  # noqa: BLE001
+        log.exception("Task %s: could not release the lease; the sweeper will recover it", task_id)
 
 
 def run_step(run: Run, name: str) -> str:
@@ -286,6 +306,3 @@ def _fail(run: Run, step: Step, error: StepError, trace: str, config: Config) ->
              error.error_type, outcome)
     return outcome
 
-
-def usage_cost(value) -> Decimal:
-    return Decimal(value or 0)

@@ -178,16 +178,18 @@ def database_url() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
-class WorkerProcess:
-    """A real `celery -A config worker` process against the test database and the simulator."""
+class CeleryProcess:
+    """A real `celery -A config worker` (or `beat`) process against the test database and simulator."""
 
-    def __init__(self, sim: SimulatorServer, *, concurrency: int = 4, extra_env: dict | None = None,
-                 name: str = "worker") -> None:
+    def __init__(self, sim: SimulatorServer, *, kind: str = "worker", concurrency: int = 4,
+                 extra_env: dict | None = None) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
-        self.log_path = ARTIFACTS / f"{name}-{os.getpid()}-{int(time.time() * 1000)}.log"
+        self.kind = kind
+        self.log_path = ARTIFACTS / f"{kind}-{os.getpid()}-{time.time_ns()}.log"
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url(),
+            "STEWARD_CELERY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
             "STEWARD_SIMULATOR_URL": sim.url,
             "STEWARD_WEBHOOK_URL": sim.webhook_url,
             "STEWARD_RETRY_BACKOFF_S": "0.05",
@@ -200,23 +202,28 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "WorkerProcess":
+    def command(self) -> list[str]:
+        if self.kind == "beat":
+            return [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+                    "--schedule", str(ARTIFACTS / f"beat-schedule-{time.time_ns()}")]
+        return [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+                "--pool", "threads", "--concurrency", str(self.concurrency),
+                "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--without-gossip", "--without-mingle",
+                "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"]
+
+    def start(self) -> "CeleryProcess":
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-             "--pool", "threads", "--concurrency", str(self.concurrency),
-             "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        ready = b"ready." if self.kind == "worker" else b"beat: Starting"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Celery worker exited with {self.process.returncode}:\n{self.log()}")
-            if b"ready." in self.log_path.read_bytes():
+                raise RuntimeError(f"Celery {self.kind} exited with {self.process.returncode}:\n{self.log()}")
+            if ready in self.log_path.read_bytes():
                 return self
             time.sleep(0.2)
-        raise RuntimeError(f"Celery worker did not become ready:\n{self.log()}")
+        raise RuntimeError(f"Celery {self.kind} did not become ready:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -237,19 +244,18 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(transactional_db, settings):
-    """Start real Celery worker processes; all are stopped at the end of the test."""
-    settings.CELERY_BROKER_URL = settings.CELERY_BROKER_URL  # the worker inherits the environment
-    workers: list[WorkerProcess] = []
+def start_worker(transactional_db):
+    """Start real Celery processes (worker, or kind="beat"); all are stopped at the end of the test."""
+    processes: list[CeleryProcess] = []
 
-    def start(sim: SimulatorServer, **kwargs) -> WorkerProcess:
-        worker = WorkerProcess(sim, **kwargs).start()
-        workers.append(worker)
-        return worker
+    def start(sim: SimulatorServer, **kwargs) -> CeleryProcess:
+        process = CeleryProcess(sim, **kwargs).start()
+        processes.append(process)
+        return process
 
     yield start
-    for worker in workers:
-        worker.stop()
+    for process in processes:
+        process.stop()
 
 
 @pytest.fixture
