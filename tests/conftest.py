@@ -203,12 +203,13 @@ class CeleryProcess:
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
+        queues = self.env.get("TEST_WORKER_QUEUES", settings.CELERY_TASK_DEFAULT_QUEUE)
         if self.kind == "beat":
             return [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
                     "--schedule", str(ARTIFACTS / f"beat-schedule-{time.time_ns()}")]
         return [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
                 "--pool", "threads", "--concurrency", str(self.concurrency),
-                "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--without-gossip", "--without-mingle",
+                "-Q", queues, "--without-gossip", "--without-mingle",
                 "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h"]
 
     def start(self) -> "CeleryProcess":

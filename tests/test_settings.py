@@ -1,0 +1,46 @@
+"""Settings come from the environment and are production-safe with DEBUG off."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = ("import django; django.setup(); from django.conf import settings as s; "
+         "print(s.DEBUG, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.DATABASES['default']['ENGINE'])")
+
+
+def run_settings(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DATABASE_URL"}}
+    clean.update(DJANGO_SETTINGS_MODULE="config.settings", STEWARD_VAR_DIR=str(ROOT / "var"), **env)
+    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_without_debug_a_secret_key_is_required():
+    result = run_settings()
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_without_debug_cookies_are_secure():
+    result = run_settings(SECRET_KEY="x" * 50)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:3] == ["False", "True", "True"]
+
+
+def test_debug_runs_on_embedded_defaults():
+    result = run_settings(DEBUG="1")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False", "False", "django.db.backends.sqlite3"]
+
+
+def test_database_url_selects_postgresql():
+    result = run_settings(DEBUG="1", DATABASE_URL="postgres://postgres@127.0.0.1:5432/whatever")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "django.db.backends.postgresql"
