@@ -67,3 +67,20 @@ def test_large_invoice_waits_for_a_person_then_resumes_at_act(pipeline_worker, s
     assert sorted(s.worker for s in task.steps.filter(status="succeeded")) == sorted(
         ["classify", "extract", "verify", "route", "act"])
     assert simulator.webhook_deliveries()["deliveries"] == 1
+
+
+def test_submit_command_waits_for_the_worker(pipeline_worker, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text(SMALL_INVOICE)
+    large.write_text(LARGE_INVOICE)
+    out = StringIO()
+
+    call_command("submit", str(small), str(large), "--wait", "--timeout", "60", stdout=out)
+
+    lines = out.getvalue().splitlines()
+    assert any(line.endswith("completed (Invoice)") for line in lines), lines
+    assert any("awaiting_approval in finance_director (Invoice)" in line for line in lines), lines
