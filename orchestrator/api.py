@@ -305,5 +305,7 @@ def openapi(request: HttpRequest) -> JsonResponse:
     from .roles import user_for_bearer
 
     if not request.user.is_authenticated and user_for_bearer(request.headers.get("Authorization", "")) is None:
-        return json_error(401, "Log in or send a bearer token")
+        response = json_error(401, "Log in or send a bearer token")
+        response["WWW-Authenticate"] = 'Bearer realm="steward"'
+        return response
     return JsonResponse(document(request.build_absolute_uri("/api/v1")))

@@ -77,6 +77,8 @@ def pdf_text(data: bytes) -> str:
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise IntakeError(f"The PDF could not be read: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - pypdf fails in many ways on broken files (loops, limits...)
+        raise IntakeError(f"The PDF could not be read ({type(exc).__name__}: {exc})") from exc
     text = "\n\n".join(pages)
     if not text.strip():
         raise IntakeError("The PDF has no text layer (a scanned image?); OCR is not supported yet.")

@@ -103,6 +103,10 @@ def run(ctx: StepContext) -> dict:
         reasons.append(f"Verifier: {finding.get('message', finding.get('kind'))}")
     if parsed is not None and (extracted is None or abs(parsed - extracted) > Decimal("0.01")):
         reasons.append(f"Amount disagreement: the model read {money(extracted)}, the document shows {money(parsed)}")
+    if doc_type == "Invoice" and parsed is None:
+        # Only the model's word for the amount: never enough to pay without a person.
+        reasons.append(f"Amount not confirmed: the model read {money(extracted)}, "
+                       "but the document shows no amount with a currency")
     policy = AutoApprovePolicy.current()
     if task.confidence is not None and task.confidence < policy.min_confidence:
         reasons.append(f"Low confidence ({task.confidence:.2f} < {policy.min_confidence:.2f})")

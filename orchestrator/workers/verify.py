@@ -192,7 +192,7 @@ def run(ctx: StepContext) -> dict:
             + f"\n<fields>\n{json.dumps(task.fields, sort_keys=True)}\n</fields>"},
     ]
     verdict: Verdict | None = None
-    for _ in range(ctx.config.max_tool_rounds + 1):
+    for round_number in range(ctx.config.max_tool_rounds + 1):
         answer = ctx.meter.chat(model=ctx.config.model, messages=messages, tools=TOOLS)
         if not answer.tool_calls:
             try:
@@ -202,6 +202,8 @@ def run(ctx: StepContext) -> dict:
                 verdict = Verdict(verdict="needs_review", findings=[
                     Finding(kind="other", message="The verifier's answer could not be read")])
             break
+        if round_number == ctx.config.max_tool_rounds:
+            break  # past the bound: running these tools would only feed a loop nobody reads
         messages.append(answer.message)
         for call in answer.tool_calls:
             name, raw = call["function"]["name"], call["function"]["arguments"]

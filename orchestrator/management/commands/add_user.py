@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from orchestrator.roles import ADMIN, ROLES
+from orchestrator.roles import ADMIN, OPERATOR, ROLES
 from reviews.models import Queue
 
 
@@ -49,6 +49,11 @@ class Command(BaseCommand):
         user.save()
         user.groups.remove(*Group.objects.filter(name__in=ROLES))
         user.groups.add(Group.objects.get_or_create(name=role)[0])
+        if role == OPERATOR:
+            if queues:
+                raise CommandError("--queue is for reviewers (and admins); an operator reviews no queue")
+            # No longer a reviewer: off the queues too, or queue notifications would still reach them.
+            user.review_queues.clear()
         for queue in queues:
             queue.reviewers.add(user)
         verb = "Created" if created else "Updated"

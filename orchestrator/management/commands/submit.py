@@ -34,13 +34,13 @@ class Command(BaseCommand):
             else:
                 raise CommandError(f"{raw}: no such file or folder")
         submitted: list[Task] = []
-        failures = 0
+        refused: list[str] = []
         for path in files:
             try:
                 text = document_text(path.read_bytes(), path.name)
                 task, _ = task_submit(content=text, filename=path.name, source=Source.CLI)
-            except IntakeError as exc:
-                failures += 1
+            except (IntakeError, OSError) as exc:
+                refused.append(str(path))
                 self.stderr.write(f"{path}: refused: {exc}")
                 continue
             submitted.append(task)
@@ -48,8 +48,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{path}: task {task.pk} {task.status}{note}")
         if options["wait"] and submitted:
             self._wait([t.pk for t in submitted], options["timeout"])
-        if failures:
-            raise CommandError(f"{failures} of {len(files)} file(s) refused")
+        if refused:
+            raise CommandError(f"{len(refused)} of {len(files)} file(s) refused: {', '.join(refused)}")
 
     def _wait(self, ids: list[int], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,248 @@
+"""POST and GET /api/v1/tasks with a bearer token, as an integrator would."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from orchestrator.models import Task
+from orchestrator.roles import api_token_create
+
+SAMPLES = Path(__file__).resolve().parents[2] / "orchestrator" / "samples"
+
+
+def api(user) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=user)}")
+
+
+def post_json(client: Client, body, **headers):
+    return client.post("/api/v1/tasks", data=json.dumps(body), content_type="application/json", headers=headers)
+
+
+# --- Submitting -----------------------------------------------------------------------------
+
+
+def test_submit_json_creates_a_queued_task(operator):
+    response = post_json(api(operator), {"content": "INVOICE 1\nTotal: $5.00", "filename": "inv.txt",
+                                         "external_ref": "erp-1"})
+
+    assert response.status_code == 201
+    body = response.json()
+    task = Task.objects.get()
+    assert body["id"] == task.pk
+    assert body["status"] == "queued"
+    assert body["url"] == f"http://testserver/api/v1/tasks/{task.pk}"
+    assert (task.filename, task.external_ref, task.source, task.submitted_by) == ("inv.txt", "erp-1", "api", operator)
+
+
+def test_submit_a_file_as_multipart(admin_user):
+    upload = SimpleUploadedFile("mail.eml", (SAMPLES / "email-vendor-bank-change.eml").read_bytes())
+
+    response = api(admin_user).post("/api/v1/tasks", {"file": upload, "external_ref": "mailbox-7"})
+
+    assert response.status_code == 201
+    task = Task.objects.get(pk=response.json()["id"])
+    assert task.filename == "mail.eml"
+    assert task.external_ref == "mailbox-7"
+    assert task.content.startswith("From: Maria Lopez")
+
+
+def test_multipart_without_a_file_is_refused(operator):
+    response = api(operator).post("/api/v1/tasks", {"external_ref": "x"})
+    assert response.status_code == 400
+    assert response.json()["error"] == 'Send the document as the multipart field "file"'
+
+
+def test_idempotency_key_replay_returns_the_same_task(operator):
+    client = api(operator)
+    first = post_json(client, {"content": "INVOICE 2"}, **{"Idempotency-Key": "order-17"})
+    again = post_json(client, {"content": "INVOICE 2"}, **{"Idempotency-Key": "order-17"})
+
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert Task.objects.count() == 1
+
+
+def test_exact_duplicate_is_accepted_and_flagged(operator):
+    client = api(operator)
+    first = post_json(client, {"content": "INVOICE 3"}).json()
+    again = post_json(client, {"content": "INVOICE 3"}).json()
+
+    assert again["id"] != first["id"]
+    assert again["duplicate_of"] == first["id"]
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"content": ""}, "The document is empty."),
+    ({"content": "  \n "}, "The document is empty."),
+    ({}, '"content" (a string) is required'),
+    ({"content": 42}, '"content" (a string) is required'),
+    ({"content": "x", "filename": 7}, '"filename" and "external_ref" must be strings'),
+    ([1, 2], "The body must be a JSON object"),
+])
+def test_bad_submissions_are_refused_with_a_clear_error(operator, body, error):
+    response = post_json(api(operator), body)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+    assert Task.objects.count() == 0
+
+
+def test_body_that_is_not_json_is_refused(operator):
+    response = api(operator).post("/api/v1/tasks", data=b"{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("The body is not valid JSON")
+
+
+def test_unreadable_upload_is_refused(operator):
+    upload = SimpleUploadedFile("contract.docx", b"PK\x03\x04")
+    response = api(operator).post("/api/v1/tasks", {"file": upload})
+    assert response.status_code == 400
+    assert "not supported" in response.json()["error"]
+
+
+def test_no_token_is_401_with_a_challenge(db):
+    response = Client().post("/api/v1/tasks", data="{}", content_type="application/json")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["error"] == "Missing or invalid bearer token"
+
+
+def test_wrong_token_is_401(operator):
+    response = Client(HTTP_AUTHORIZATION="Bearer stw_not-a-real-token").get("/api/v1/tasks")
+    assert response.status_code == 401
+
+
+def test_a_session_is_not_enough_for_the_api(operator, client_for):
+    assert client_for(operator).get("/api/v1/tasks").status_code == 401
+
+
+def test_reviewer_cannot_submit(reviewer_finance):
+    response = post_json(api(reviewer_finance), {"content": "INVOICE 4"})
+
+    assert response.status_code == 403
+    assert Task.objects.count() == 0
+
+
+def test_user_without_a_role_is_refused(outsider):
+    assert api(outsider).get("/api/v1/tasks").status_code == 403
+
+
+def test_wrong_method_is_405(operator):
+    response = api(operator).delete("/api/v1/tasks")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, POST"
+
+
+# --- Reading results ------------------------------------------------------------------------
+
+
+def test_task_detail_after_the_pipeline_shows_results_totals_and_steps(operator, make_task, run_pipeline):
+    task = run_pipeline(make_task(content=(SAMPLES / "invoice-northwind-large.txt").read_text()))
+
+    response = api(operator).get(f"/api/v1/tasks/{task.pk}")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "awaiting_approval"
+    assert body["doc_type"] == "Invoice"
+    assert body["confidence"] == pytest.approx(0.97)
+    assert body["routed_to"] == "finance_director"
+    assert body["fields"]["invoice_number"] == "INV-2024-0892"
+    assert body["fields"]["amount"] == 15400.0
+    totals = body["totals"]
+    assert totals["llm_calls"] == 4  # classify, extract, verify x2
+    assert totals["tool_calls"] == 3
+    assert totals["input_tokens"] > 0 and totals["output_tokens"] > 0
+    assert totals["cached_tokens"] > 0  # verify's second turn reuses its system prompt
+    assert float(totals["cost_usd"]) > 0
+    assert [s["worker"] for s in body["steps"]] == ["classify", "extract", "verify", "route"]
+    assert {s["status"] for s in body["steps"]} == {"succeeded"}
+    assert body["steps"][0]["simulated"] is True
+    assert sum(s["llm_calls"] for s in body["steps"]) == totals["llm_calls"]
+    assert body["approval"]["status"] == "pending"
+    assert body["approval"]["queue"] == "finance_director"
+    assert body["dead_letter"] is None
+
+
+def test_unknown_task_is_404(operator):
+    response = api(operator).get("/api/v1/tasks/999999")
+    assert response.status_code == 404
+    assert response.json()["error"] == "Task 999999 not found"
+
+
+def test_list_filters_by_status(operator, make_task):
+    queued = make_task()
+    make_task(status="completed")
+
+    response = api(operator).get("/api/v1/tasks?status=queued")
+
+    assert response.status_code == 200
+    assert [t["id"] for t in response.json()["results"]] == [queued.pk]
+
+
+def test_list_with_an_unknown_status_is_400(operator):
+    response = api(operator).get("/api/v1/tasks?status=lost")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == 'Unknown status "lost"'
+    assert "queued" in response.json()["allowed"]
+
+
+def test_list_pages_with_keyset_links_without_gaps_or_repeats(operator, make_task):
+    ids = [make_task().pk for _ in range(5)]
+    client = api(operator)
+
+    seen, pages = [], 0
+    url = "/api/v1/tasks?limit=2"
+    while url:
+        body = client.get(url).json()
+        seen += [t["id"] for t in body["results"]]
+        pages += 1
+        url = body["next"]
+        if url:
+            assert url.startswith("http://testserver/api/v1/tasks?")
+            assert "limit=2" in url
+
+    assert pages == 3
+    assert seen == sorted(ids, reverse=True)  # newest first, each once
+
+
+def test_pagination_keeps_the_filter(operator, make_task):
+    done = [make_task(status="completed").pk for _ in range(3)]
+    make_task(status="queued")
+    client = api(operator)
+
+    first = client.get("/api/v1/tasks?status=completed&limit=2").json()
+    second = client.get(first["next"]).json()
+
+    assert [t["id"] for t in first["results"] + second["results"]] == sorted(done, reverse=True)
+    assert second["next"] is None
+
+
+def test_bad_page_parameters_are_400(operator):
+    response = api(operator).get("/api/v1/tasks?limit=many")
+    assert response.status_code == 400
+    assert response.json()["error"] == "before and limit must be integers"
+
+
+def test_reviewer_sees_only_tasks_waiting_in_their_queues(reviewer_finance, reviewer_legal, make_task,
+                                                          make_approval):
+    finance = make_task(status="awaiting_approval")
+    make_approval(finance, "finance_director")
+    legal = make_task(status="awaiting_approval")
+    make_approval(legal, "legal_team")
+    unrouted = make_task()
+    alice = api(reviewer_finance)
+
+    assert [t["id"] for t in alice.get("/api/v1/tasks").json()["results"]] == [finance.pk]
+    assert alice.get(f"/api/v1/tasks/{finance.pk}").status_code == 200
+    assert alice.get(f"/api/v1/tasks/{legal.pk}").status_code == 404
+    assert alice.get(f"/api/v1/tasks/{unrouted.pk}").status_code == 404
+    assert api(reviewer_legal).get(f"/api/v1/tasks/{finance.pk}").status_code == 404
