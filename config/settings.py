@@ -193,6 +193,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
+        "control_folder": str(BROKER_DIR / "control"),
     }
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEWARD_CELERY_QUEUE", "steward")
 # The database is the source of truth; the broker only carries wake-ups. Messages are acked after
