@@ -37,6 +37,10 @@ def _own_celery_queue():
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     os.environ["STEWARD_CELERY_QUEUE"] = queue
     yield queue
+    # The filesystem broker scans its folder on every poll: leave no messages of ours behind.
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        for leftover in settings.BROKER_DIR.glob(f"*.{queue}*.msg"):
+            leftover.unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
