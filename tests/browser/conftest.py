@@ -1,0 +1,43 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright's sync API."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a machine without a browser, unless the run demands one (CI)."""
+    if os.environ.get("STEWARD_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (STEWARD_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    # Playwright's sync API keeps an event loop in this thread; the test's ORM calls are plain sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def plain_http(settings):
+    """The live server speaks plain HTTP: cookies must not be Secure-only there."""
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False

@@ -1,0 +1,169 @@
+"""Every URL of the project, requested by every kind of actor: who gets in and who does not.
+
+EXPECTED lists every named URL pattern with the roles that may use it, per HTTP method. A new
+pattern that is not listed here fails `test_every_url_pattern_is_listed`, so nobody adds a page
+without deciding who may see it.
+
+Actors: anonymous, Charlie (logged in, no role), Alice (reviewer of finance_director), Olga
+(operator), Adam (admin). Pages use the session; the API and /metrics use bearer tokens.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+
+from orchestrator.models import DeadLetter, Step
+from orchestrator.roles import api_token_create
+
+ACTORS = ("anonymous", "outsider", "reviewer", "operator", "admin")
+ALL_ROLES = frozenset({"reviewer", "operator", "admin"})
+STAFF = frozenset({"operator", "admin"})
+DECIDERS = frozenset({"reviewer", "admin"})
+EVERYONE = frozenset(ACTORS)
+TOKEN_HOLDERS = frozenset({"outsider", "reviewer", "operator", "admin"})
+
+# kind: "open" (no login needed), "page" (session; anonymous -> login page, wrong role -> 403, or
+# 404 for an object the actor may not see), "api" (bearer token; none -> 401, wrong role -> 403).
+# methods: HTTP method -> the actors that may use it.
+EXPECTED: dict[str, dict] = {
+    "home": {"kind": "page", "methods": {"GET": ALL_ROLES}},
+    "healthz": {"kind": "open", "methods": {"GET": EVERYONE}},
+    "login": {"kind": "open", "methods": {"GET": EVERYONE}},
+    "logout": {"kind": "open", "methods": {"POST": EVERYONE}},
+    "task-list": {"kind": "page", "methods": {"GET": ALL_ROLES}},
+    "task-detail": {"kind": "page", "methods": {"GET": ALL_ROLES}},
+    "upload": {"kind": "page", "methods": {"GET": STAFF}},
+    "dead-letter-list": {"kind": "page", "methods": {"GET": STAFF}},
+    "dead-letter-retry": {"kind": "page", "methods": {"POST": STAFF}},
+    "approval-decide": {"kind": "page", "methods": {"POST": DECIDERS}},
+    "api-openapi": {"kind": "api", "methods": {"GET": TOKEN_HOLDERS}},
+    "api-tasks": {"kind": "api", "methods": {"GET": ALL_ROLES, "POST": STAFF}},
+    "api-task-detail": {"kind": "api", "methods": {"GET": ALL_ROLES}},
+    "api-approvals": {"kind": "api", "methods": {"GET": DECIDERS}},
+    "api-approval-decision": {"kind": "api", "methods": {"POST": DECIDERS}},
+    "api-dead-letters": {"kind": "api", "methods": {"GET": STAFF}},
+    "api-dead-letter-retry": {"kind": "api", "methods": {"POST": STAFF}},
+    "metrics": {"kind": "api", "methods": {"GET": STAFF}},
+}
+# Django admin protects itself (staff only); checked separately below.
+SKIPPED_INCLUDES = {"admin"}
+
+
+def url_patterns(resolver: URLResolver | None = None, prefix: str = ""):
+    """(route, name) for every pattern, walking includes recursively, except Django admin."""
+    resolver = resolver or get_resolver()
+    for pattern in resolver.url_patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace in SKIPPED_INCLUDES or pattern.app_name in SKIPPED_INCLUDES:
+                continue
+            yield from url_patterns(pattern, route)
+        elif isinstance(pattern, URLPattern):
+            yield route, pattern.name
+
+
+def test_every_url_pattern_is_listed():
+    unlisted = [f"{route!r} (name={name!r})" for route, name in url_patterns() if name not in EXPECTED]
+    assert not unlisted, (
+        "URL patterns without an entry in EXPECTED (say who may use them; unnamed patterns need a "
+        "name): " + ", ".join(unlisted)
+    )
+
+
+def test_every_listed_name_exists():
+    names = {name for _, name in url_patterns()}
+    assert not set(EXPECTED) - names, f"EXPECTED lists names no pattern has: {set(EXPECTED) - names}"
+
+
+# --- Requests by every actor ------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def world(outsider, reviewer_finance, operator, admin_user, make_task, make_approval):
+    """One of each actor, and rows to point object URLs at (visible to Alice through her queue)."""
+    task = make_task(status="dead_lettered", doc_type="Invoice", routed_to="finance_director",
+                     fields={"amount": 15400.0})
+    approval = make_approval(task, "finance_director")
+    step = Step.objects.create(task=task, worker="extract", status="dead_lettered", started_at=timezone.now())
+    dead_letter = DeadLetter.objects.create(task=task, step=step, worker="extract", error_type="Boom",
+                                            message="boom", fingerprint="0" * 64)
+    users = {"outsider": outsider, "reviewer": reviewer_finance, "operator": operator, "admin": admin_user}
+    return {
+        "users": users,
+        "tokens": {role: api_token_create(user=user) for role, user in users.items()},
+        "kwargs": {"task_id": task.pk, "approval_id": approval.pk, "dead_letter_id": dead_letter.pk},
+    }
+
+
+def url_for(name: str, samples: dict) -> str:
+    route = next(route for route, n in url_patterns() if n == name)
+    params = re.findall(r"<(?:\w+:)?(\w+)>", route)
+    return reverse(name, kwargs={param: samples[param] for param in params})
+
+
+def request_as(world: dict, actor: str, kind: str, method: str, url: str):
+    client = Client()
+    headers = {}
+    if actor != "anonymous":
+        if kind == "api":
+            headers["HTTP_AUTHORIZATION"] = f"Bearer {world['tokens'][actor]}"
+        else:
+            client.force_login(world["users"][actor])
+    if method == "POST":
+        return client.post(url, data="{}", content_type="application/json", **headers)
+    return client.get(url, **headers)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_who_may_use_each_url(name, world):
+    entry = EXPECTED[name]
+    kind = entry["kind"]
+    url = url_for(name, world["kwargs"])
+    problems = []
+    for method, allowed in entry["methods"].items():
+        for actor in ACTORS:
+            response = request_as(world, actor, kind, method, url)
+            status = response.status_code
+            where = f"{method} {url} as {actor}: {status}"
+            if actor in allowed:
+                if status in (401, 403) or (kind == "page" and _is_login_redirect(response)):
+                    problems.append(f"{where}, expected to be let in")
+            elif actor == "anonymous" and kind == "page":
+                if not _is_login_redirect(response):
+                    problems.append(f"{where}, expected a redirect to the login page")
+            elif actor == "anonymous":
+                if status != 401:
+                    problems.append(f"{where}, expected 401")
+            elif status not in (403, 404):
+                problems.append(f"{where}, expected 403 (or 404 for an object it may not see)")
+    assert not problems, "\n".join(problems)
+
+
+def _is_login_redirect(response) -> bool:
+    return response.status_code == 302 and response["Location"].startswith(reverse("login") + "?next=")
+
+
+# --- Django admin -----------------------------------------------------------------------------
+
+
+def test_django_admin_is_for_the_admin_role_only(world):
+    anonymous = Client().get("/admin/")
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
+    for actor in ("outsider", "reviewer", "operator"):
+        client = Client()
+        client.force_login(world["users"][actor])
+        response = client.get("/admin/")
+        assert response.status_code == 302, actor
+        assert response["Location"].startswith("/admin/login/"), actor
+    client = Client()
+    client.force_login(world["users"]["admin"])
+    assert client.get("/admin/").status_code == 200
