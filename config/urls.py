@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from metrics import views as metrics_views
-from orchestrator import api, views
+from orchestrator import views
 
 urlpatterns = [
     path("", views.home, name="home"),

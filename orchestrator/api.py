@@ -13,6 +13,7 @@ from reviews.services import AlreadyDecided, DecisionError, approval_decide, use
 from .intake import IntakeError, document_text
 from .models import DeadLetter, DeadLetterStatus, Source, Task, TaskStatus
 from .roles import ADMIN, OPERATOR, REVIEWER, api_view, has_role, json_error
+from .selectors import visible_tasks
 from .services import NotAllowed, dead_letter_retry as dead_letter_retry_service, task_submit
 
 PAGE_SIZE = 50
@@ -164,7 +165,7 @@ def _json_body(request: HttpRequest) -> dict:
 def tasks(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         return _task_create(request)
-    queryset = _visible_tasks(request.user)
+    queryset = visible_tasks(request.user)
     status = request.GET.get("status")
     if status:
         if status not in TaskStatus.values:
@@ -175,12 +176,6 @@ def tasks(request: HttpRequest) -> JsonResponse:
     if request.GET.get("queue"):
         queryset = queryset.filter(routed_to=request.GET["queue"])
     return _paginate(request, queryset, lambda t: task_json(request, t))
-
-
-def _visible_tasks(user):
-    if has_role(user, OPERATOR, ADMIN):
-        return Task.objects.all()
-    return Task.objects.filter(approvals__queue__reviewers=user).distinct()
 
 
 def _task_create(request: HttpRequest) -> JsonResponse:
@@ -225,7 +220,7 @@ def _task_create(request: HttpRequest) -> JsonResponse:
 
 @api_view(OPERATOR, ADMIN, REVIEWER)
 def task_detail(request: HttpRequest, task_id: int) -> JsonResponse:
-    task = _visible_tasks(request.user).filter(pk=task_id).first()
+    task = visible_tasks(request.user).filter(pk=task_id).first()
     if task is None:
         return json_error(404, f"Task {task_id} not found")
     return JsonResponse(task_json(request, task, detail=True))

@@ -24,7 +24,7 @@ from django_htmx.http import trigger_client_event
 from reviews.models import Approval, ApprovalStatus, Queue, RejectionReason
 from reviews.services import AlreadyDecided, DecisionError, approval_decide, user_can_decide
 
-from .api import _visible_tasks as visible_tasks
+from .selectors import visible_tasks
 from .intake import IntakeError, document_text
 from .models import DeadLetter, DeadLetterStatus, DocType, Source, Task, TaskStatus
 from .roles import ADMIN, OPERATOR, REVIEWER, has_role, role_required

@@ -96,6 +96,17 @@ def approval_decide(
             original = (task.fields or {}).get(name)
             if original != value:
                 corrections[name] = {"from": original, "to": value}
+        if corrections:
+            from orchestrator.workers.route import queue_for_fields
+
+            corrected = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
+            new_queue = queue_for_fields(task, corrected)
+            if new_queue != approval.queue.name:
+                # The rules would send the corrected document elsewhere: its reviewers decide.
+                raise DecisionError(
+                    f"With this correction the rules route the task to {new_queue}, not "
+                    f"{approval.queue.name}: a reviewer of {new_queue} must decide it"
+                )
 
     now = timezone.now()
     with transaction.atomic():

@@ -82,11 +82,6 @@ def test_every_listed_name_exists():
 # --- Requests by every actor ------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def world(outsider, reviewer_finance, operator, admin_user, make_task, make_approval):
     """One of each actor, and rows to point object URLs at (visible to Alice through her queue)."""

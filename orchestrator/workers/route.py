@@ -74,6 +74,15 @@ def describe_action(doc_type: str, fields: dict, amount: Decimal | None, queue: 
     return f"File the document with {queue}"
 
 
+def queue_for_fields(task, fields: dict) -> str:
+    """The queue the rules pick for `task` with `fields` (used to check reviewers' corrections)."""
+    doc_type = task.doc_type or "Other"
+    parsed = parse_total(task.content) if doc_type in ("Invoice", "Contract") else None
+    candidates = [a for a in (_decimal(fields.get("amount")), parsed) if a is not None]
+    rule = choose_rule(doc_type, fields, max(candidates) if candidates else None)
+    return rule.queue.name if rule is not None else FALLBACK_QUEUE
+
+
 def run(ctx: StepContext) -> dict:
     from reviews.models import AutoApprovePolicy, Queue
 

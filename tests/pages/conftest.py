@@ -8,12 +8,6 @@ from orchestrator.models import DeadLetter, Step, Task
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    """The actors are created with passwords; hashing them properly is slow and tests nothing."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def simulator_provider(monkeypatch):
     """Pages label model output from the simulator; make sure no real provider is configured."""
     for name in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_KEY"):
