@@ -48,7 +48,22 @@ class Source(models.TextChoices):
     DEMO = "demo", "Demo"
 
 
-class Task(models.Model):
+class UsageFields(models.Model):
+    """Model and tool usage: per step attempt on Step, summed over all attempts on Task."""
+
+    llm_calls = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
+
+    class Meta:
+        abstract = True
+
+
+class Task(UsageFields):
     status = models.CharField(max_length=20, choices=TaskStatus.choices, default=TaskStatus.QUEUED)
     # The next worker to run ("" once finished). Steps before it have succeeded.
     current_step = models.CharField(max_length=20, default="classify", blank=True)
@@ -75,14 +90,7 @@ class Task(models.Model):
     route_reason = models.TextField(blank=True)
     action_result = models.JSONField(default=dict, blank=True)
 
-    # Totals over every step attempt (failed attempts cost money too).
-    llm_calls = models.PositiveIntegerField(default=0)
-    tool_calls = models.PositiveIntegerField(default=0)
-    input_tokens = models.PositiveBigIntegerField(default=0)
-    cached_tokens = models.PositiveBigIntegerField(default=0)
-    output_tokens = models.PositiveBigIntegerField(default=0)
-    reasoning_tokens = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
+    # Usage totals (UsageFields) are over every step attempt: failed attempts cost money too.
 
     # Ownership, for the sweeper.
     lease_owner = models.CharField(max_length=200, blank=True)
@@ -148,7 +156,7 @@ class StepStatus(models.TextChoices):
     DEAD_LETTERED = "dead_lettered", "Failed, dead-lettered"
 
 
-class Step(models.Model):
+class Step(UsageFields):
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="steps")
     worker = models.CharField(max_length=20)
     attempt = models.PositiveIntegerField(default=1)
@@ -162,13 +170,6 @@ class Step(models.Model):
     prompt_version = models.CharField(max_length=50, blank=True)
     simulated = models.BooleanField(default=False)
 
-    llm_calls = models.PositiveIntegerField(default=0)
-    tool_calls = models.PositiveIntegerField(default=0)
-    input_tokens = models.PositiveBigIntegerField(default=0)
-    cached_tokens = models.PositiveBigIntegerField(default=0)
-    output_tokens = models.PositiveBigIntegerField(default=0)
-    reasoning_tokens = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
     latency_ms = models.PositiveIntegerField(default=0)
 
     error_type = models.CharField(max_length=100, blank=True)
