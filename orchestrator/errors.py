@@ -61,6 +61,13 @@ class ToolLoop(PermanentError):
     error_type = "ToolLoop"
 
 
+class LoopDetected(PermanentError):
+    """Loop detection stopped the step: the same tool call repeated, or far more tool calls than
+    the worker's recent p95 (metrics/loops.py). The evidence says which rule and why."""
+
+    error_type = "LoopDetected"
+
+
 class LeaseLost(Exception):
     """Another worker took this task over (our lease ran out); stop without writing anything."""
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import openai
 from django.conf import settings
 
-from .errors import BudgetExceeded, PermanentError, TransientError
+from .errors import BudgetExceeded, LoopDetected, PermanentError, TransientError
 
 SIMULATOR_FINGERPRINT = "steward-simulator"
 
@@ -204,6 +204,8 @@ class Meter:
     model: str = ""
     simulated: bool = False
     before_call: Callable[[], None] | None = None
+    # Loop detection's p95 rule for this step's worker (metrics.loops.Ceiling), or None.
+    tool_call_ceiling: Any = None
 
     def total(self) -> Usage:
         combined = Usage()
@@ -242,6 +244,30 @@ class Meter:
     def count_tool_call(self, name: str, arguments: Any, result: Any) -> None:
         self.step.tool_calls += 1
         self.transcript.append({"kind": "tool_call", "tool": name, "arguments": arguments, "result": result})
+        self.check_loop(name, arguments)
+
+    def check_loop(self, name: str, arguments: Any) -> None:
+        """Stop a looping agent before the budget does: the same tool with the same arguments
+        STEWARD_LOOP_REPEAT_LIMIT times, or more tool calls than its worker's loop ceiling."""
+        calls = [entry for entry in self.transcript if entry.get("kind") == "tool_call"]
+        limit = settings.STEWARD_LOOP_REPEAT_LIMIT
+        if limit:
+            key = _canonical_arguments(arguments)
+            same = sum(1 for c in calls if c["tool"] == name and _canonical_arguments(c["arguments"]) == key)
+            if same >= limit:
+                raise LoopDetected(
+                    f"Loop detected, suspected loop: {name} called {same} times with the same arguments",
+                    evidence={"rule": "repeated_call", "tool": name, "arguments": arguments, "times": same,
+                              "limit": limit, "tool_calls": self.step.tool_calls, "recent_tool_calls": calls[-10:]},
+                )
+        ceiling = self.tool_call_ceiling
+        if ceiling is not None and self.step.tool_calls > ceiling.limit:
+            raise LoopDetected(
+                f"Loop detected, suspected loop: {self.step.tool_calls} tool calls in one step, above the "
+                f"ceiling of {ceiling.limit} (recent p95 of {ceiling.worker}: {ceiling.p95:g})",
+                evidence={"rule": "above_p95", **ceiling.as_evidence(), "tool_calls": self.step.tool_calls,
+                          "recent_tool_calls": calls[-10:]},
+            )
 
     def chat(
         self,
@@ -307,6 +333,15 @@ class Meter:
             "usage": {"input": input_tokens, "cached": cached, "output": output_tokens, "reasoning": reasoning},
         })
         return Answer(message.content, tool_calls, assistant, answered_model, self.simulated)
+
+
+def _canonical_arguments(arguments: Any) -> str:
+    """The same arguments spelled differently (key order, spacing) are the same call."""
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) else arguments
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return str(arguments)
 
 
 def parse_json_object(text: str | None) -> dict:

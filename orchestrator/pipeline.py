@@ -23,6 +23,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from metrics.rollups import record_step
+
 from .errors import LeaseLost, StepError, TransientError
 from .llm import BudgetLimits, Meter, Usage
 from .models import Budget, Step, StepStatus, Task, TaskStatus, WorkerConfig
@@ -268,6 +270,7 @@ def _succeed(run: Run, module, step: Step, output: dict) -> str:
                            finished_at=timezone.now())
             outcome = "completed"
         run.save_task(changed, **changes)
+        record_step(step, task)  # monitoring rollups, in the checkpoint's transaction
     run.lease_renewed = time.monotonic()
     return outcome
 
@@ -302,6 +305,7 @@ def _fail(run: Run, step: Step, error: StepError, trace: str, config: Config) ->
             dead_letter_create(task=task, step=step, error_type=error.error_type, message=message,
                                traceback=trace, attempts=failures, evidence=error.evidence)
             outcome = "dead-lettered"
+        record_step(step, task)  # monitoring rollups, in the checkpoint's transaction
     log.info("Task %s step %s attempt %s failed (%s): %s", task.pk, step.worker, step.attempt,
              error.error_type, outcome)
     return outcome

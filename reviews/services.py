@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orchestrator.models import Task, TaskStatus
+from metrics.rollups import record_approval
 from orchestrator.pipeline import send_wakeup
 
 from .models import Approval, ApprovalStatus, Queue, RejectionReason
@@ -130,5 +131,6 @@ def approval_decide(
             Task.objects.filter(pk=task.pk, status=TaskStatus.AWAITING_APPROVAL).update(
                 status=TaskStatus.REJECTED, current_step="", finished_at=now, updated_at=now
             )
+        record_approval(approval.pk)  # monitoring rollups, in the deciding transaction
     approval.refresh_from_db()
     return approval

@@ -2,6 +2,8 @@
 
 The model decides which tools to call (function calling); we run them and hand back the results
 until it gives its verdict, for at most `max_tool_rounds` rounds (then: ToolLoop, dead-lettered).
+Loop detection may stop it sooner (LoopDetected): the same tool call repeated, or far more tool
+calls than this worker's recent p95 (orchestrator/llm.py Meter.check_loop, metrics/loops.py).
 The same checks also run deterministically after the loop, so the model can add findings but can
 never hide one.
 """
@@ -12,6 +14,8 @@ import statistics
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from metrics.loops import tool_call_ceiling
 
 from ..errors import ToolLoop
 from ..llm import parse_json_object
@@ -192,6 +196,8 @@ def run(ctx: StepContext) -> dict:
             + f"\n<fields>\n{json.dumps(task.fields, sort_keys=True)}\n</fields>"},
     ]
     verdict: Verdict | None = None
+    # Loop detection (also in Meter.count_tool_call): far above this worker's recent p95 is a loop.
+    ctx.meter.tool_call_ceiling = tool_call_ceiling(NAME)
     for round_number in range(ctx.config.max_tool_rounds + 1):
         answer = ctx.meter.chat(model=ctx.config.model, messages=messages, tools=TOOLS)
         if not answer.tool_calls:

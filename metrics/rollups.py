@@ -1,0 +1,329 @@
+"""Keeping the rollups (metrics/models.py) up to date, and rebuilding them from the raw rows.
+
+The pipeline calls `record_step` at each step checkpoint and `record_approval` when an approval
+is decided, inside the same transaction as the row they count, so a rollup never counts a step
+that was rolled back. The same pure functions (`add_step`, `add_task`, `add_approval`) feed the
+live path and `rollups_rebuild`, so a rebuild gives the figures the live path gave.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timezone as dt_timezone
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Sum
+
+from . import histograms as h
+from .models import ALL_TIME, ApprovalRollup, HistogramRollup, StepRollup, TaskRollup
+
+log = logging.getLogger(__name__)
+
+ROLLUPS = (StepRollup, TaskRollup, ApprovalRollup, HistogramRollup)
+# The error types that mean "stopped as a suspected loop", for the charts and /metrics.
+LOOP_ERROR_TYPES = ("LoopDetected", "ToolLoop", "BudgetExceeded")
+TASK_OUTCOMES = ("completed", "rejected", "dead_lettered")
+
+
+def hour(moment: datetime | None) -> datetime:
+    moment = moment or datetime.now(dt_timezone.utc)
+    return moment.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def step_doc_type(worker: str, input: dict | None, output: dict | None) -> str:
+    """The document type a step worked on, from the step alone (the same live and in a rebuild)."""
+    if worker == "classify":
+        return str((output or {}).get("doc_type") or "")[:20]
+    return str((input or {}).get("doc_type") or "")[:20]
+
+
+class Accumulator:
+    """Increments per rollup row, merged in memory; each goes to its hour and to the all-time row."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple, dict[str, Any]] = defaultdict(dict)
+
+    def add(self, model: type, key: dict, **increments: Any) -> None:
+        for bucket in (key["bucket"], ALL_TIME):
+            values = tuple(bucket if name == "bucket" else key[name] for name in model.KEY)
+            row = self.rows[(model, values)]
+            for name, value in increments.items():
+                row[name] = row.get(name, 0) + value
+
+    def observe(self, metric: str, value: float, *, bucket: datetime, worker: str = "", model: str = "",
+                doc_type: str = "", queue: str = "", label: str = "") -> None:
+        self.add(HistogramRollup, dict(bucket=bucket, metric=metric, worker=worker, model=model[:100],
+                                       doc_type=doc_type, queue=queue[:100], label=label,
+                                       bin=h.bin_of(metric, value)),
+                 count=1, total=float(value))
+
+    def apply(self) -> None:
+        """Add every increment to its row: UPDATE col = col + n, or INSERT when the row is missing.
+
+        Rows are written in a fixed order so that two transactions never wait on each other
+        crosswise (no deadlock); a racing INSERT of the same row loses on the unique constraint
+        and retries as an UPDATE.
+        """
+        for (model, values), increments in sorted(self.rows.items(), key=lambda item: (item[0][0].__name__, _sortable(item[0][1]))):
+            key = dict(zip(model.KEY, values))
+            updates = {name: F(name) + value for name, value in increments.items()}
+            for attempt in range(3):
+                if model.objects.filter(**key).update(**updates):
+                    break
+                try:
+                    with transaction.atomic():
+                        model.objects.create(**key, **increments)
+                    break
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+
+    def create_all(self, batch_size: int = 2000) -> int:
+        """Insert every row (for a rebuild into empty tables)."""
+        by_model: dict[type, list] = defaultdict(list)
+        for (model, values), increments in self.rows.items():
+            by_model[model].append(model(**dict(zip(model.KEY, values)), **increments))
+        for model, objects in by_model.items():
+            model.objects.bulk_create(objects, batch_size=batch_size)
+        return sum(len(objects) for objects in by_model.values())
+
+
+def _sortable(values: tuple) -> tuple:
+    return tuple(str(value) for value in values)
+
+
+# --- What one event adds ----------------------------------------------------------------------
+
+
+def add_step(acc: Accumulator, step: dict) -> None:
+    """One step attempt: its usage, its model calls (OTel GenAI histograms) and its tool calls."""
+    bucket = hour(step["finished_at"] or step["started_at"])
+    worker, model = step["worker"], (step["model"] or "")[:100]
+    doc_type = step_doc_type(worker, step["input"], step["output"])
+    acc.add(StepRollup, dict(bucket=bucket, worker=worker, model=model,
+                             prompt_version=(step["prompt_version"] or "")[:50], doc_type=doc_type,
+                             outcome=step["status"], error_type=(step["error_type"] or "")[:100]),
+            steps=1, llm_calls=step["llm_calls"], tool_calls=step["tool_calls"],
+            input_tokens=step["input_tokens"], cached_tokens=step["cached_tokens"],
+            output_tokens=step["output_tokens"], reasoning_tokens=step["reasoning_tokens"],
+            cost_usd=Decimal(step["cost_usd"] or 0), latency_ms=step["latency_ms"])
+    if not step["llm_calls"]:
+        return  # no model, no agent: route and act do not dilute the tool-call figures
+    labels = dict(bucket=bucket, worker=worker, model=model)
+    acc.observe(h.AGENT_TOOL_CALLS, step["tool_calls"], **labels)
+    calls = [entry for entry in (step["transcript"] or []) if isinstance(entry, dict) and entry.get("kind") == "response"]
+    if calls:
+        for call in calls:
+            usage = call.get("usage") or {}
+            acc.observe(h.TOKEN_USAGE, usage.get("input", 0) or 0, label="input", **labels)
+            acc.observe(h.TOKEN_USAGE, usage.get("output", 0) or 0, label="output", **labels)
+            acc.observe(h.OPERATION_DURATION, (call.get("latency_ms") or 0) / 1000, **labels)
+    else:
+        # Rows without a transcript (imported, or failed before any answer): one observation for the step.
+        acc.observe(h.TOKEN_USAGE, step["input_tokens"], label="input", **labels)
+        acc.observe(h.TOKEN_USAGE, step["output_tokens"], label="output", **labels)
+        acc.observe(h.OPERATION_DURATION, step["latency_ms"] / 1000, **labels)
+
+
+def add_task(acc: Accumulator, task: dict, *, outcome: str, at: datetime | None, human: bool = False,
+             work_cost: Decimal = Decimal("0")) -> None:
+    """A task reaching an outcome, with its totals at that moment."""
+    bucket = hour(at)
+    doc_type, queue = task["doc_type"] or "", (task["routed_to"] or "")[:100]
+    tokens = task["input_tokens"] + task["output_tokens"]
+    acc.add(TaskRollup, dict(bucket=bucket, doc_type=doc_type, queue=queue, outcome=outcome,
+                             human=human and outcome == "completed"),
+            tasks=1, tool_calls=task["tool_calls"], tokens=tokens, cost_usd=Decimal(task["cost_usd"] or 0),
+            work_cost_usd=work_cost)
+    labels = dict(bucket=bucket, doc_type=doc_type, queue=queue, label=outcome)
+    acc.observe(h.TASK_TOOL_CALLS, task["tool_calls"], **labels)
+    acc.observe(h.TASK_TOKENS, tokens, **labels)
+    acc.observe(h.TASK_COST, float(task["cost_usd"] or 0), **labels)
+
+
+def add_approval(acc: Accumulator, approval: dict) -> None:
+    """A decided approval: the decision, the rejection reason, and how long it waited."""
+    decided_at = approval["decided_at"] or approval["created_at"]
+    wait = max((decided_at - approval["created_at"]).total_seconds(), 0.0)
+    bucket = hour(decided_at)
+    acc.add(ApprovalRollup, dict(bucket=bucket, queue=approval["queue"], doc_type=approval["doc_type"] or "",
+                                 decision=approval["status"], reason=approval["reason"] or ""),
+            approvals=1, wait_seconds=wait)
+    acc.observe(h.APPROVAL_WAIT, wait, bucket=bucket, queue=approval["queue"], doc_type=approval["doc_type"] or "",
+                label=approval["status"])
+
+
+# --- The live path ----------------------------------------------------------------------------
+
+STEP_FIELDS = ("worker", "model", "prompt_version", "status", "error_type", "input", "output", "transcript",
+               "llm_calls", "tool_calls", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens",
+               "cost_usd", "latency_ms", "started_at", "finished_at")
+TASK_FIELDS = ("doc_type", "routed_to", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
+APPROVAL_FIELDS = ("status", "created_at", "decided_at", "task_id")
+
+
+def _work_cost(task_id: int) -> Decimal:
+    from orchestrator.models import Step
+
+    return Step.objects.filter(task_id=task_id, status="succeeded").aggregate(s=Sum("cost_usd"))["s"] or Decimal("0")
+
+
+def _had_human(task_id: int) -> bool:
+    """A person stepped in: decided its approval, or retried it from the dead-letter queue."""
+    from orchestrator.models import DeadLetter
+    from reviews.models import Approval
+
+    return (Approval.objects.filter(task_id=task_id, decided_by__isnull=False).exists()
+            or DeadLetter.objects.filter(task_id=task_id, status="retried").exists())
+
+
+def _approval_values(approval) -> dict:
+    return {"status": approval.status, "created_at": approval.created_at, "decided_at": approval.decided_at,
+            "queue": approval.queue.name, "doc_type": approval.task.doc_type,
+            "reason": approval.rejection_reason.code if approval.rejection_reason_id else ""}
+
+
+def _guarded(what: str):
+    """Counting must never break the work it counts: a failure is logged (a rebuild repairs it)."""
+
+    def decorator(function):
+        def wrapper(*args, **kwargs):
+            try:
+                with transaction.atomic():
+                    return function(*args, **kwargs)
+            except Exception:  # noqa: BLE001
+                log.exception("Could not update the rollups for %s; `manage.py rebuild_rollups` repairs them", what)
+
+        wrapper.__name__ = function.__name__
+        wrapper.__doc__ = function.__doc__
+        return wrapper
+
+    return decorator
+
+
+@_guarded("a step")
+def record_step(step, task) -> None:
+    """Count a saved step attempt, and the task's outcome when this step ended it.
+
+    Called by the pipeline right after the step row and the task are written, in the same
+    transaction. `task` is the in-memory task with its totals and status after this step.
+    """
+    from reviews.models import Approval
+
+    acc = Accumulator()
+    add_step(acc, {name: getattr(step, name) for name in STEP_FIELDS})
+    task_values = {name: getattr(task, name) for name in TASK_FIELDS}
+    if step.status == "dead_lettered":
+        add_task(acc, task_values, outcome="dead_lettered", at=step.finished_at, work_cost=_work_cost(task.pk))
+    elif task.status == "completed":
+        add_task(acc, task_values, outcome="completed", at=task.finished_at, human=_had_human(task.pk),
+                 work_cost=_work_cost(task.pk))
+    if step.worker == "route" and step.status == "succeeded":
+        approval = (Approval.objects.select_related("queue", "task", "rejection_reason")
+                    .filter(task_id=task.pk).order_by("-id").first())
+        if approval is not None and approval.status == "auto_approved":
+            add_approval(acc, _approval_values(approval))
+    acc.apply()
+
+
+@_guarded("an approval")
+def record_approval(approval_id: int) -> None:
+    """Count a decided approval (and the task's rejection). Called inside the deciding transaction."""
+    from orchestrator.models import Task
+    from reviews.models import Approval
+
+    approval = Approval.objects.select_related("queue", "task", "rejection_reason").get(pk=approval_id)
+    if approval.status == "pending":
+        return
+    acc = Accumulator()
+    add_approval(acc, _approval_values(approval))
+    if approval.status == "rejected":
+        task = Task.objects.filter(pk=approval.task_id).values(*TASK_FIELDS).get()
+        add_task(acc, task, outcome="rejected", at=approval.decided_at, work_cost=_work_cost(approval.task_id))
+    acc.apply()
+
+
+# --- Rebuild ----------------------------------------------------------------------------------
+
+
+def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
+    """Recompute every rollup from steps, tasks and approvals (after an upgrade, or to repair).
+
+    Steps: read the tasks' dimensions; walk the steps in id order keeping each task's running
+    totals (a dead-lettered step is that task's dead-letter outcome, with the totals so far);
+    add each completed task's outcome and every decided approval (and rejection); replace the
+    rollup tables' contents in one transaction.
+    """
+    from orchestrator.models import DeadLetter, Step, Task
+    from reviews.models import Approval
+
+    tasks: dict[int, dict] = {
+        row["id"]: row for row in Task.objects.values("id", "status", "doc_type", "routed_to", "finished_at")
+        .iterator(chunk_size=chunk_size)
+    }
+    human = set(Approval.objects.filter(decided_by__isnull=False).values_list("task_id", flat=True))
+    human |= set(DeadLetter.objects.filter(status="retried").values_list("task_id", flat=True))
+    running: dict[int, dict] = {}
+    acc = Accumulator()
+    steps = 0
+    for step in Step.objects.order_by("id").values("task_id", *STEP_FIELDS).iterator(chunk_size=chunk_size):
+        steps += 1
+        add_step(acc, step)
+        totals = running.setdefault(step["task_id"], {"tool_calls": 0, "input_tokens": 0, "output_tokens": 0,
+                                                      "cost_usd": Decimal("0"), "work": Decimal("0")})
+        for name in ("tool_calls", "input_tokens", "output_tokens"):
+            totals[name] += step[name]
+        totals["cost_usd"] += Decimal(step["cost_usd"] or 0)
+        if step["status"] == "succeeded":
+            totals["work"] += Decimal(step["cost_usd"] or 0)
+        if step["status"] == "dead_lettered":
+            task = tasks[step["task_id"]]
+            add_task(acc, _task_values(task, totals), outcome="dead_lettered", at=step["finished_at"],
+                     work_cost=totals["work"])
+    for task_id, task in tasks.items():
+        if task["status"] == "completed":
+            totals = running.get(task_id) or _no_totals()
+            add_task(acc, _task_values(task, totals), outcome="completed", at=task["finished_at"],
+                     human=task_id in human, work_cost=totals["work"])
+    approvals = 0
+    for approval in Approval.objects.exclude(status="pending").select_related("queue", "task", "rejection_reason") \
+            .iterator(chunk_size=chunk_size):
+        approvals += 1
+        add_approval(acc, _approval_values(approval))
+        if approval.status == "rejected":
+            totals = running.get(approval.task_id) or _no_totals()
+            add_task(acc, _task_values(tasks[approval.task_id], totals), outcome="rejected",
+                     at=approval.decided_at, work_cost=totals["work"])
+    with transaction.atomic():
+        for model in ROLLUPS:
+            model.objects.all().delete()
+        rows = acc.create_all()
+    from .loops import clear_cache
+
+    clear_cache()
+    return {"steps": steps, "tasks": len(tasks), "approvals": approvals, "rollup_rows": rows}
+
+
+def _no_totals() -> dict:
+    return {"tool_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": Decimal("0"), "work": Decimal("0")}
+
+
+def _task_values(task: dict, totals: dict) -> dict:
+    return {"doc_type": task["doc_type"], "routed_to": task["routed_to"], "tool_calls": totals["tool_calls"],
+            "input_tokens": totals["input_tokens"], "output_tokens": totals["output_tokens"],
+            "cost_usd": totals["cost_usd"]}
+
+
+def rollup_snapshot() -> dict[str, set]:
+    """Every rollup row as comparable tuples (for tests and for checking a rebuild)."""
+    snapshot: dict[str, set] = {}
+    for model in ROLLUPS:
+        fields = [f.name for f in model._meta.fields if f.name != "id"]
+        snapshot[model.__name__] = {
+            tuple(round(v, 6) if isinstance(v, float) else v for v in row)
+            for row in model.objects.values_list(*fields)
+        }
+    return snapshot
+
