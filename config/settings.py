@@ -240,10 +240,6 @@ STEWARD_RETRY_BACKOFF_MAX_S = env_float("STEWARD_RETRY_BACKOFF_MAX_S", 300)
 STEWARD_WORKER_QUEUES = dict(
     item.split("=", 1) for item in env_list("STEWARD_WORKER_QUEUES") if "=" in item
 )
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
 # Loop detection (metrics/loops.py, Meter.check_loop): the same tool call (same tool, same
 # arguments) this many times in one step stops the task (0: off); so does a step with more tool
 # calls than max(p95 x factor, p95 + margin) of its worker's recent steps, once there are enough.
@@ -253,6 +249,10 @@ STEWARD_LOOP_MIN_MARGIN = env_int("STEWARD_LOOP_MIN_MARGIN", 5)
 STEWARD_LOOP_MIN_SAMPLES = env_int("STEWARD_LOOP_MIN_SAMPLES", 50)
 STEWARD_LOOP_WINDOW_DAYS = env_int("STEWARD_LOOP_WINDOW_DAYS", 7)
 STEWARD_LOOP_CACHE_S = env_float("STEWARD_LOOP_CACHE_S", 300)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
