@@ -142,7 +142,8 @@ def test_over_budget_task_is_dead_lettered_as_a_suspected_loop_with_evidence(run
     assert task.llm_calls == 2
 
 
-def test_endless_tool_loop_stops_at_the_tool_budget(run_pipeline):
+def test_endless_tool_loop_stops_at_the_tool_budget(run_pipeline, settings):
+    settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # the backstop under test: loop detection (tests/metrics) off
     Budget.objects.update(max_tool_calls=5)
     WorkerConfig.objects.filter(worker="verify").update(max_tool_rounds=50)
     task = run_pipeline(submit(INVOICE + "[[sim-fault: tool_loop]]\n"))
@@ -154,7 +155,8 @@ def test_endless_tool_loop_stops_at_the_tool_budget(run_pipeline):
     assert len({(c["tool"], c["arguments"]) for c in calls}) == 1  # the same call, over and over
 
 
-def test_endless_tool_loop_stops_at_the_verifier_round_limit(run_pipeline):
+def test_endless_tool_loop_stops_at_the_verifier_round_limit(run_pipeline, settings):
+    settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # the backstop under test: loop detection (tests/metrics) off
     task = run_pipeline(submit(INVOICE + "[[sim-fault: tool_loop]]\n"))
 
     assert task.status == "dead_lettered"

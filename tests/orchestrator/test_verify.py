@@ -89,7 +89,8 @@ def test_amount_far_above_the_counterparty_history_is_an_anomaly(simulator, make
     assert history["result"]["count"] == 3
 
 
-def test_an_endless_tool_loop_stops_at_the_bound_with_evidence(simulator, make_task):
+def test_an_endless_tool_loop_stops_at_the_bound_with_evidence(simulator, make_task, settings):
+    settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # the backstop under test: loop detection (tests/metrics) off
     task = make_task(content="INVOICE INV-9\n[[sim-fault: tool_loop]]", doc_type="Invoice",
                      fields=invoice(number="INV-9"))
     ctx = context(task)
@@ -109,7 +110,8 @@ def test_an_endless_tool_loop_stops_at_the_bound_with_evidence(simulator, make_t
     assert recent[0]["tool"] == "find_duplicates"
 
 
-def test_a_tool_loop_dead_letters_the_task(run_pipeline, make_task):
+def test_a_tool_loop_dead_letters_the_task(run_pipeline, make_task, settings):
+    settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # the backstop under test: loop detection (tests/metrics) off
     task = make_task(content="INVOICE INV-10\nTotal: $220.00\n[[sim-fault: tool_loop]]", doc_type="Invoice",
                      confidence=0.97, fields=invoice(number="INV-10"), current_step="verify")
 
