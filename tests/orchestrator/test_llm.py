@@ -233,7 +233,8 @@ def test_tool_calls_up_to_the_ceiling_are_allowed():
     meter(task_totals=Usage(tool_calls=8), budget=LIMITS).check_budget()
 
 
-def test_budget_evidence_lists_the_recent_tool_calls():
+def test_budget_evidence_lists_the_recent_tool_calls(settings):
+    settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # the budget under test: loop detection (tests/metrics) off
     m = meter(budget=LIMITS)
     for _ in range(9):
         m.count_tool_call("find_duplicates", '{"invoice_number": "X"}', {"matches": []})
