@@ -178,7 +178,7 @@ EMAIL_BACKEND = env_str(
     if DEBUG
     else "django.core.mail.backends.smtp.EmailBackend",
 )
-EMAIL_FILE_PATH = VAR_DIR / "mail"
+EMAIL_FILE_PATH = Path(env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail")))
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
@@ -210,6 +210,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 STEWARD_SWEEP_INTERVAL_S = env_float("STEWARD_SWEEP_INTERVAL_S", 30)
+STEWARD_REVIEW_SWEEP_INTERVAL_S = env_float("STEWARD_REVIEW_SWEEP_INTERVAL_S", 60)
 CELERY_BEAT_SCHEDULE = {
     "sweep-orphans": {
         "task": "orchestrator.tasks.sweep",
@@ -217,9 +218,22 @@ CELERY_BEAT_SCHEDULE = {
         # While no worker runs, sweeps must not pile up: a late one is replaced by the next.
         "options": {"expires": STEWARD_SWEEP_INTERVAL_S},
     },
+    # Reviews: expire approvals past their queue's expiry, escalate those past their SLA, re-send
+    # lost notifications (reviews/tasks.py).
+    "review-sweep": {
+        "task": "reviews.tasks.review_sweep",
+        "schedule": timedelta(seconds=STEWARD_REVIEW_SWEEP_INTERVAL_S),
+        "options": {"expires": STEWARD_REVIEW_SWEEP_INTERVAL_S},
+    },
 }
 
 # --- Steward --------------------------------------------------------------------------------
+# Where people reach Steward: the start of links in notification emails and chat messages.
+STEWARD_BASE_URL = env_str("STEWARD_BASE_URL", "http://127.0.0.1:8000")
+# How long an emailed approve/reject link works (each works once, for the reviewer it was sent to).
+STEWARD_EMAIL_LINK_MAX_AGE_S = env_int("STEWARD_EMAIL_LINK_MAX_AGE_S", 72 * 3600)
+# A pending approval whose reviewers were not notified after this long gets its notification re-sent.
+STEWARD_REVIEW_NOTIFY_AFTER_S = env_float("STEWARD_REVIEW_NOTIFY_AFTER_S", 300)
 # Action target for queues that set none: a JSON POST per action with an Idempotency-Key header.
 STEWARD_WEBHOOK_URL = env_str("STEWARD_WEBHOOK_URL")
 STEWARD_WEBHOOK_TIMEOUT_S = env_float("STEWARD_WEBHOOK_TIMEOUT_S", 10)
@@ -232,6 +246,10 @@ STEWARD_LEASE_S = env_float("STEWARD_LEASE_S", 300)
 STEWARD_SWEEP_QUEUED_AFTER_S = env_float("STEWARD_SWEEP_QUEUED_AFTER_S", 600)
 # How many times the sweeper re-enqueues one task before dead-lettering it.
 STEWARD_MAX_RECOVERIES = env_int("STEWARD_MAX_RECOVERIES", 5)
+# Bulk retry: the default pace (dead letters sent back per minute; each bulk retry may set its own).
+STEWARD_BULK_RETRY_RATE = env_int("STEWARD_BULK_RETRY_RATE", 60)
+# The stuck-work page lists queued tasks not picked up, and running ones not updated, for this long.
+STEWARD_STUCK_AFTER_S = env_float("STEWARD_STUCK_AFTER_S", 120)
 # Transient failures: exponential backoff with full jitter, never before Retry-After.
 STEWARD_RETRY_BACKOFF_S = env_float("STEWARD_RETRY_BACKOFF_S", 2)
 STEWARD_RETRY_BACKOFF_MAX_S = env_float("STEWARD_RETRY_BACKOFF_MAX_S", 300)

@@ -215,6 +215,12 @@ class DeadLetter(models.Model):
     attempts = models.PositiveIntegerField(default=1)
     fingerprint = models.CharField(max_length=64, db_index=True)
     evidence = models.JSONField(default=dict, blank=True)
+    # Copied from the task when the letter is created, so triage filters and groups on one table.
+    doc_type = models.CharField(max_length=20, blank=True)
+    queue = models.CharField(max_length=100, blank=True)
+    # Edit-and-retry: {"by", "at", "step", "fields": {name: {"from", "to"}}, "doc_type": {...}}.
+    # The originals stay in the failed step's input and in "from".
+    edits = models.JSONField(default=dict, blank=True)
 
     status = models.CharField(max_length=10, choices=DeadLetterStatus.choices, default=DeadLetterStatus.OPEN)
     resolved_by = models.ForeignKey(
@@ -229,6 +235,10 @@ class DeadLetter(models.Model):
         indexes = [
             models.Index(fields=["status", "-id"], name="dl_status_id"),
             models.Index(fields=["status", "fingerprint"], name="dl_status_fingerprint"),
+            # Triage groups open letters by fingerprint with first/last seen: an index-only scan.
+            models.Index(fields=["fingerprint", "created_at", "id"], condition=Q(status="open"),
+                         name="dl_open_group"),
+            models.Index(fields=["status", "created_at"], name="dl_status_created"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -340,3 +350,146 @@ class ApiToken(models.Model):
 
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
+
+
+# --- Operators: audit, bulk retry, the sweeper's log -------------------------------------------
+
+
+class OperatorAction(models.Model):
+    """Audit trail of every triage action: who did what to which dead letter, task or bulk retry."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=30)
+    dead_letter = models.ForeignKey(DeadLetter, null=True, blank=True, on_delete=models.CASCADE,
+                                    related_name="actions")
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    bulk_retry = models.ForeignKey("BulkRetry", null=True, blank=True, on_delete=models.CASCADE,
+                                   related_name="actions")
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.user} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class BulkRetryStatus(models.TextChoices):
+    """running -> paused (by a person or the circuit breaker) -> running; running -> completed;
+    running | paused -> cancelled."""
+
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class BulkRetry(models.Model):
+    """Many dead letters sent back at a pace the model provider can take.
+
+    The selection is resolved to items when it is created; the state lives here (not in the
+    broker), so a restarted worker or a lost message only delays it: the sweeper re-sends ticks.
+    """
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    description = models.CharField(max_length=300)
+    selection = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=BulkRetryStatus.choices, default=BulkRetryStatus.RUNNING)
+    rate_per_minute = models.PositiveIntegerField(default=60)
+    # Circuit breaker: pause when at least `breaker_threshold` of the last `breaker_window`
+    # settled items failed again (counting only items settled since the last resume).
+    breaker_threshold = models.FloatField(default=0.5)
+    breaker_window = models.PositiveIntegerField(default=20)
+    breaker_min_settled = models.PositiveIntegerField(default=5)
+    breaker_reset_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.TextField(blank=True)
+
+    total = models.PositiveIntegerField(default=0)
+    enqueued = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed_again = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+
+    # The pacing clock: items enqueued since `paced_since` may not exceed the rate.
+    paced_since = models.DateTimeField(null=True, blank=True)
+    paced_count = models.PositiveIntegerField(default=0)
+    # The next tick's due time; a tick claims it by compare-and-set so only one chain runs.
+    next_tick_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "next_tick_at"], name="bulk_status_tick")]
+
+    def __str__(self) -> str:
+        return f"Bulk retry {self.pk}: {self.description}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("bulk-retry-detail", args=[self.pk])
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.enqueued - self.skipped
+
+    @property
+    def in_flight(self) -> int:
+        return self.enqueued - self.succeeded - self.failed_again
+
+
+class BulkRetryItemStatus(models.TextChoices):
+    """pending -> enqueued -> succeeded | failed_again; pending -> skipped (no longer open)."""
+
+    PENDING = "pending", "Waiting its turn"
+    ENQUEUED = "enqueued", "Sent back, running"
+    SUCCEEDED = "succeeded", "Went through"
+    FAILED_AGAIN = "failed_again", "Failed again"
+    SKIPPED = "skipped", "Skipped"
+
+
+class BulkRetryItem(models.Model):
+    bulk_retry = models.ForeignKey(BulkRetry, on_delete=models.CASCADE, related_name="items")
+    dead_letter = models.ForeignKey(DeadLetter, on_delete=models.CASCADE, related_name="+")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=15, choices=BulkRetryItemStatus.choices,
+                              default=BulkRetryItemStatus.PENDING)
+    note = models.TextField(blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["bulk_retry", "status", "id"], name="bulkitem_status")]
+        constraints = [
+            models.UniqueConstraint(fields=["bulk_retry", "dead_letter"], name="bulkitem_once_per_letter"),
+        ]
+
+
+class SweepRun(models.Model):
+    """One run of the sweeper: when, how long, and what it did (its actions below)."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    actions_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["actions_count", "-id"], name="sweeprun_actions")]
+
+
+class SweepAction(models.Model):
+    """What the sweeper did to one task: requeued, dead-lettered, resumed or closed it, and why."""
+
+    sweep = models.ForeignKey(SweepRun, on_delete=models.CASCADE, related_name="actions")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="sweep_actions")
+    action = models.CharField(max_length=20)
+    reason = models.CharField(max_length=200)
+    step = models.CharField(max_length=20, blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]

@@ -71,15 +71,16 @@ def dead_letter_create(
         task=task, step=step, worker=worker, error_type=error_type, message=message[:10000],
         traceback=traceback[-20000:], attempts=attempts, evidence=evidence or {},
         fingerprint=error_fingerprint(worker, error_type, message),
+        doc_type=task.doc_type or "", queue=task.routed_to or "",
     )
 
 
-def dead_letter_retry(*, dead_letter_id: int, user=None) -> DeadLetter:
+def dead_letter_retry(*, dead_letter_id: int, user=None, note: str = "retried", audit: bool = True) -> DeadLetter:
     """Send the task back through from its failed step. Safe against double clicks."""
     with transaction.atomic():
         now = timezone.now()
         if not DeadLetter.objects.filter(pk=dead_letter_id, status=DeadLetterStatus.OPEN).update(
-            status=DeadLetterStatus.RETRIED, resolved_by=user, resolved_at=now, resolution_note="retried"
+            status=DeadLetterStatus.RETRIED, resolved_by=user, resolved_at=now, resolution_note=note
         ):
             dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
             raise NotAllowed(f"Dead letter {dead_letter_id} is already {dead_letter.get_status_display().lower()}")
@@ -90,6 +91,8 @@ def dead_letter_retry(*, dead_letter_id: int, user=None) -> DeadLetter:
             updated_at=now,
         ):
             raise NotAllowed(f"Task {task.pk} is {task.status}, not dead-lettered")
+        if audit:
+            _audit(user, "retry", dead_letter=dead_letter, detail={"step": task.current_step})
         send_wakeup(task.pk, task.current_step)
     dead_letter.task.refresh_from_db()
     return dead_letter
@@ -109,4 +112,338 @@ def dead_letter_discard(*, dead_letter_id: int, user, reason: str) -> DeadLetter
         Task.objects.filter(pk=dead_letter.task_id, status=TaskStatus.DEAD_LETTERED).update(
             status=TaskStatus.DISCARDED, finished_at=now, updated_at=now
         )
+        _audit(user, "discard", dead_letter=dead_letter, detail={"reason": reason})
     return dead_letter
+
+
+def _audit(user, action: str, *, dead_letter: DeadLetter | None = None, task: Task | None = None,
+           bulk_retry=None, detail: dict | None = None) -> None:
+    from .models import OperatorAction
+
+    OperatorAction.objects.create(
+        user=user if getattr(user, "is_authenticated", False) else None, action=action,
+        dead_letter=dead_letter, task=task or (dead_letter.task if dead_letter else None),
+        bulk_retry=bulk_retry, detail=detail or {},
+    )
+
+
+# Where an edit is allowed. Edits apply to the failed step and every step after it, and none of
+# those has succeeded yet, so every later check (verify's duplicate and arithmetic checks, route's
+# rules, the approval) still sees the edited values. After verify has passed (route, act) an edit
+# would skip those checks, so it is refused: requeue as a new task instead.
+EDITABLE_AT = ("classify", "extract", "verify")
+
+
+def dead_letter_edit_retry(*, dead_letter_id: int, user, fields: dict | None = None,
+                           doc_type: str = "") -> DeadLetter:
+    """Edit, then send the task back through. Safe against double clicks.
+
+    Steps: claim the open letter (compare-and-set); by the task's failed step:
+    - classify: the person gives the document type; it is recorded as a succeeded classify step
+      by that person (invariant 2: that step is never run again), the task moves on to extract;
+    - extract: the person gives the fields, validated against the type's schema; recorded as a
+      succeeded extract step by that person, the task moves on to verify;
+    - verify: the person edits the extracted fields; verify then runs on the edited fields.
+    The originals stay: in the earlier steps' outputs and in `edits` ({name: {"from", "to"}}).
+    """
+    from .models import DocType, StepStatus
+    from .workers import WORKERS, next_step
+    from .workers.extract import SCHEMAS, OtherFields
+
+    with transaction.atomic():
+        letter = DeadLetter.objects.select_related("task").filter(pk=dead_letter_id).first()
+        if letter is None:
+            raise NotAllowed(f"Dead letter {dead_letter_id} does not exist")
+        task = Task.objects.select_for_update().get(pk=letter.task_id)
+        step_name = task.current_step
+        if step_name not in EDITABLE_AT:
+            raise NotAllowed(f"Task {task.pk} failed at {step_name or 'the end'}: after verify has passed an edit "
+                             "would skip its checks. Retry as it is, or requeue it as a new task.")
+        now = timezone.now()
+        edits: dict = {"by": getattr(user, "username", ""), "at": now.isoformat(), "step": step_name}
+        provided: dict | None = None  # the output of a step the person did instead of the model
+        if step_name == "classify":
+            if doc_type not in DocType.values:
+                raise NotAllowed("Choose the document type: classify failed, so there is none yet")
+            edits["doc_type"] = {"from": task.doc_type or None, "to": doc_type}
+            provided = {"doc_type": doc_type, "confidence": None, "provided_by": edits["by"]}
+        else:
+            if not isinstance(fields, dict) or not fields:
+                raise NotAllowed("Give the fields as a JSON object")
+            if step_name == "extract":
+                schema = SCHEMAS.get(task.doc_type or "Other", OtherFields)
+                try:
+                    fields = schema.model_validate(fields).model_dump(mode="json")
+                except ValueError as exc:
+                    raise NotAllowed(f"The fields do not fit the {task.doc_type or 'Other'} schema: {exc}") from exc
+                provided = {"doc_type": task.doc_type or "Other", "fields": fields, "provided_by": edits["by"]}
+            original = task.fields or {}
+            edits["fields"] = {
+                name: {"from": original.get(name), "to": fields.get(name)}
+                for name in sorted(set(original) | set(fields)) if original.get(name) != fields.get(name)
+            }
+            if not edits["fields"] and provided is None:
+                raise NotAllowed("Nothing was changed: use Retry to send it back as it is")
+        if not DeadLetter.objects.filter(pk=letter.pk, status=DeadLetterStatus.OPEN).update(
+            status=DeadLetterStatus.RETRIED, resolved_by=user, resolved_at=now,
+            resolution_note=f"edited ({step_name}) and retried", edits=edits,
+        ):
+            letter.refresh_from_db()
+            raise NotAllowed(f"Dead letter {letter.pk} is already {letter.get_status_display().lower()}")
+        if task.status != TaskStatus.DEAD_LETTERED:
+            raise NotAllowed(f"Task {task.pk} is {task.status}, not dead-lettered")
+        changed: list[str] = []
+        following = step_name
+        if provided is not None:
+            attempt = (Step.objects.filter(task=task, worker=step_name).order_by("-attempt")
+                       .values_list("attempt", flat=True).first() or 0) + 1
+            Step.objects.create(
+                task=task, worker=step_name, attempt=attempt, status=StepStatus.SUCCEEDED,
+                input={"provided_by": edits["by"], "dead_letter": letter.pk}, output=provided,
+                model="", prompt_version="operator", started_at=now, finished_at=now,
+            )
+            changed = WORKERS[step_name].apply(task, provided)
+            following = next_step(step_name)
+        else:
+            task.fields = fields
+            changed = ["fields"]
+        values = {name: getattr(task, name) for name in changed}
+        Task.objects.filter(pk=task.pk, status=TaskStatus.DEAD_LETTERED).update(
+            status=TaskStatus.QUEUED, current_step=following, step_attempts=0, recoveries=0,
+            not_before=None, enqueued_at=now, updated_at=now, **values,
+        )
+        _audit(user, "edit_retry", dead_letter=letter, detail=edits)
+        send_wakeup(task.pk, following)
+    letter.refresh_from_db()
+    return letter
+
+
+def dead_letter_requeue(*, dead_letter_id: int, user) -> tuple[DeadLetter, Task]:
+    """Close the letter and start its document again as a new task, from the first step.
+
+    The old task is discarded (its steps and costs stay on it); the new one is a fresh run, so
+    invariant 2 holds per task. Returns (letter, new task).
+    """
+    with transaction.atomic():
+        now = timezone.now()
+        if not DeadLetter.objects.filter(pk=dead_letter_id, status=DeadLetterStatus.OPEN).update(
+            status=DeadLetterStatus.DISCARDED, resolved_by=user, resolved_at=now, resolution_note="requeued"
+        ):
+            letter = DeadLetter.objects.filter(pk=dead_letter_id).first()
+            raise NotAllowed(f"Dead letter {dead_letter_id} is already "
+                             f"{letter.get_status_display().lower() if letter else 'gone'}")
+        letter = DeadLetter.objects.select_related("task").get(pk=dead_letter_id)
+        old = letter.task
+        Task.objects.filter(pk=old.pk, status=TaskStatus.DEAD_LETTERED).update(
+            status=TaskStatus.DISCARDED, finished_at=now, updated_at=now
+        )
+        new, _ = task_submit(content=old.content, filename=old.filename, source=old.source,
+                             external_ref=old.external_ref, submitted_by=user)
+        DeadLetter.objects.filter(pk=letter.pk).update(resolution_note=f"Requeued as task {new.pk}")
+        _audit(user, "requeue", dead_letter=letter, detail={"new_task": new.pk})
+    letter.refresh_from_db()
+    return letter, new
+
+
+# --- Bulk retry ---------------------------------------------------------------------------------
+
+def bulk_retry_create(*, user, dead_letter_ids, description: str, selection: dict,
+                      rate_per_minute: int | None = None) -> "BulkRetry":
+    """Resolve a selection (ids, a group or a filter) to items now, and start the paced retry.
+
+    Only letters still open at this moment become items; a letter in an unfinished bulk retry
+    is not taken again (it would be retried by whichever came first anyway).
+    """
+    from django.conf import settings
+
+    from .models import BulkRetry, BulkRetryItem, BulkRetryItemStatus, BulkRetryStatus
+
+    rate = rate_per_minute or settings.STEWARD_BULK_RETRY_RATE
+    if rate < 1 or rate > 100_000:
+        raise NotAllowed("The rate must be between 1 and 100000 per minute")
+    busy = BulkRetryItem.objects.filter(
+        status=BulkRetryItemStatus.PENDING,
+        bulk_retry__status__in=[BulkRetryStatus.RUNNING, BulkRetryStatus.PAUSED],
+    ).values("dead_letter_id")
+    rows = list(DeadLetter.objects.filter(pk__in=list(dead_letter_ids), status=DeadLetterStatus.OPEN)
+                .exclude(pk__in=busy).order_by("id").values_list("id", "task_id"))
+    if not rows:
+        raise NotAllowed("Nothing to retry: none of the selected dead letters is open (or all are "
+                         "already in a running bulk retry)")
+    now = timezone.now()
+    with transaction.atomic():
+        bulk = BulkRetry.objects.create(
+            created_by=user, description=description[:300], selection=selection, rate_per_minute=rate,
+            total=len(rows), paced_since=now, next_tick_at=now, breaker_reset_at=now,
+        )
+        BulkRetryItem.objects.bulk_create(
+            [BulkRetryItem(bulk_retry=bulk, dead_letter_id=dl, task_id=task) for dl, task in rows],
+            batch_size=1000,
+        )
+        _audit(user, "bulk_create", bulk_retry=bulk, detail={"items": len(rows), "rate": rate, **selection})
+        _send_tick(bulk.pk, 0)
+    return bulk
+
+
+def _send_tick(bulk_id: int, countdown: float) -> None:
+    from .tasks import bulk_retry_tick
+
+    def send() -> None:
+        try:
+            bulk_retry_tick.apply_async(args=[bulk_id], countdown=countdown or None)
+        except Exception:  # noqa: BLE001 - the state is in the database; the sweeper re-sends ticks
+            import logging
+
+            logging.getLogger(__name__).exception("Could not send bulk retry %s's tick", bulk_id)
+
+    transaction.on_commit(send)
+
+
+def tick_interval(rate_per_minute: int) -> float:
+    """Seconds between ticks: one second, or longer when the rate is under one item a second."""
+    return max(1.0, 60.0 / rate_per_minute) if rate_per_minute < 60 else 1.0
+
+
+SETTLED_TASK_STATUSES = {
+    "succeeded": (TaskStatus.COMPLETED, TaskStatus.AWAITING_APPROVAL, TaskStatus.REJECTED),
+    "failed_again": (TaskStatus.DEAD_LETTERED, TaskStatus.DISCARDED),
+}
+
+
+def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
+    """One tick of a bulk retry. Returns what it did, for logs and tests.
+
+    Steps: claim the tick by compare-and-set on next_tick_at (a duplicate tick exits); record
+    the outcome of items already sent back (their task went through, or failed again); trip the
+    circuit breaker if too many failed again; send back as many pending items as the rate allows
+    since `paced_since`, each one by compare-and-set (pending -> enqueued) with the letter's own
+    compare-and-set retry, so no item is ever retried twice; update the counters; schedule the
+    next tick, or finish when every item has settled.
+    """
+    from datetime import timedelta
+
+    from django.db.models import Count, Q
+
+    from .models import BulkRetry, BulkRetryItem, BulkRetryItemStatus as Item, BulkRetryStatus
+
+    now = now or timezone.now()
+    bulk = BulkRetry.objects.filter(pk=bulk_id).first()
+    if bulk is None or bulk.status != BulkRetryStatus.RUNNING:
+        return "not-running"
+    interval = tick_interval(bulk.rate_per_minute)
+    # A tick may arrive a little early (broker ETA jitter); half an interval of slack keeps the
+    # chain alive, and pacing below is by the clock, so an early tick cannot exceed the rate.
+    due = Q(next_tick_at__isnull=True) | Q(next_tick_at__lte=now + timedelta(seconds=interval / 2))
+    if not BulkRetry.objects.filter(Q(pk=bulk_id, status=BulkRetryStatus.RUNNING) & due).update(
+        next_tick_at=now + timedelta(seconds=interval)
+    ):
+        return "not-due"
+
+    items = BulkRetryItem.objects.filter(bulk_retry=bulk, status=Item.ENQUEUED)
+    for outcome, statuses in SETTLED_TASK_STATUSES.items():
+        items.filter(task__status__in=statuses).update(status=outcome, finished_at=now)
+
+    if _breaker_tripped(bulk, now):
+        return "paused"
+
+    # Pace: no more than rate/minute since paced_since, so a slow or restarted worker catches up
+    # gently, never in a burst larger than one tick's worth.
+    elapsed = max((now - (bulk.paced_since or now)).total_seconds(), 0.0)
+    allowed = int(bulk.rate_per_minute * (elapsed + interval) / 60.0) - bulk.paced_count
+    allowed = max(0, min(allowed, max(1, int(bulk.rate_per_minute * interval / 60.0))))
+    sent = 0
+    if allowed:
+        pending = list(BulkRetryItem.objects.filter(bulk_retry=bulk, status=Item.PENDING)
+                       .order_by("id").values_list("id", "dead_letter_id")[:allowed])
+        for item_id, letter_id in pending:
+            sent += _bulk_item_send(bulk, item_id, letter_id, now)
+    counts = BulkRetryItem.objects.filter(bulk_retry=bulk).aggregate(
+        enqueued=Count("id", filter=~Q(status__in=[Item.PENDING, Item.SKIPPED])),
+        succeeded=Count("id", filter=Q(status=Item.SUCCEEDED)),
+        failed_again=Count("id", filter=Q(status=Item.FAILED_AGAIN)),
+        skipped=Count("id", filter=Q(status=Item.SKIPPED)),
+        open=Count("id", filter=Q(status__in=[Item.PENDING, Item.ENQUEUED])),
+    )
+    still_open = counts.pop("open")
+    with transaction.atomic():
+        updates = dict(counts, paced_count=bulk.paced_count + sent, updated_at=now)
+        if not still_open:
+            updates.update(status=BulkRetryStatus.COMPLETED, finished_at=now, next_tick_at=None)
+        if not BulkRetry.objects.filter(pk=bulk_id, status=BulkRetryStatus.RUNNING).update(**updates):
+            # Paused or cancelled meanwhile: keep the counters right, send no further tick.
+            BulkRetry.objects.filter(pk=bulk_id).update(**counts, paced_count=bulk.paced_count + sent)
+            return "stopped"
+        if still_open:
+            _send_tick(bulk_id, interval)
+    return "completed" if not still_open else f"sent {sent}"
+
+
+def _bulk_item_send(bulk, item_id: int, letter_id: int, now) -> int:
+    from .models import BulkRetryItem, BulkRetryItemStatus as Item
+
+    with transaction.atomic():
+        if not BulkRetryItem.objects.filter(pk=item_id, status=Item.PENDING).update(
+            status=Item.ENQUEUED, enqueued_at=now
+        ):
+            return 0  # another tick sent it
+        try:
+            dead_letter_retry(dead_letter_id=letter_id, user=bulk.created_by, audit=False,
+                              note=f"bulk retry {bulk.pk}")
+        except NotAllowed as exc:
+            # Retried, discarded or edited by someone else since the selection: never twice.
+            BulkRetryItem.objects.filter(pk=item_id).update(status=Item.SKIPPED, note=str(exc)[:500],
+                                                             finished_at=now)
+            return 0
+    return 1
+
+
+def _breaker_tripped(bulk, now) -> bool:
+    """Pause when at least breaker_threshold of the last breaker_window items settled since the
+    last (re)start failed again, once breaker_min_settled of them have settled."""
+    from .models import BulkRetry, BulkRetryItem, BulkRetryItemStatus as Item, BulkRetryStatus
+
+    recent = list(
+        BulkRetryItem.objects.filter(bulk_retry=bulk, status__in=[Item.SUCCEEDED, Item.FAILED_AGAIN],
+                                     finished_at__gte=bulk.breaker_reset_at or bulk.created_at)
+        .order_by("-finished_at", "-id").values_list("status", flat=True)[: bulk.breaker_window]
+    )
+    if len(recent) < max(bulk.breaker_min_settled, 1):
+        return False
+    failed = sum(1 for status in recent if status == Item.FAILED_AGAIN)
+    if failed / len(recent) < bulk.breaker_threshold:
+        return False
+    reason = (f"Paused by the circuit breaker at {now:%Y-%m-%d %H:%M:%S %Z}: {failed} of the last {len(recent)} "
+              f"retried items failed again (threshold {bulk.breaker_threshold:.0%}). Fix the cause, then resume.")
+    if BulkRetry.objects.filter(pk=bulk.pk, status=BulkRetryStatus.RUNNING).update(
+        status=BulkRetryStatus.PAUSED, paused_reason=reason, next_tick_at=None, updated_at=now
+    ):
+        _audit(None, "bulk_breaker", bulk_retry=bulk, detail={"failed": failed, "of": len(recent)})
+    return True
+
+
+def bulk_retry_control(*, bulk_id: int, user, action: str) -> "BulkRetry":
+    """pause | resume | cancel, each a compare-and-set on the status (a double click is a no-op
+    that says so). Resume restarts the pacing clock and the circuit breaker's window."""
+    from .models import BulkRetry, BulkRetryStatus as S
+
+    now = timezone.now()
+    transitions = {
+        "pause": ([S.RUNNING], {"status": S.PAUSED, "paused_reason": f"Paused by {user.get_username()}",
+                                "next_tick_at": None}),
+        "resume": ([S.PAUSED], {"status": S.RUNNING, "paused_reason": "", "paced_since": now, "paced_count": 0,
+                                "breaker_reset_at": now, "next_tick_at": now}),
+        "cancel": ([S.RUNNING, S.PAUSED], {"status": S.CANCELLED, "finished_at": now, "next_tick_at": None,
+                                           "paused_reason": f"Cancelled by {user.get_username()}"}),
+    }
+    if action not in transitions:
+        raise NotAllowed(f"Unknown action {action!r}")
+    sources, changes = transitions[action]
+    with transaction.atomic():
+        if not BulkRetry.objects.filter(pk=bulk_id, status__in=sources).update(updated_at=now, **changes):
+            bulk = BulkRetry.objects.get(pk=bulk_id)
+            raise NotAllowed(f"Bulk retry {bulk_id} is {bulk.get_status_display().lower()}: cannot {action} it")
+        bulk = BulkRetry.objects.get(pk=bulk_id)
+        _audit(user, f"bulk_{action}", bulk_retry=bulk)
+        if action == "resume":
+            _send_tick(bulk_id, 0)
+    return bulk

@@ -2,7 +2,10 @@
 
 - running with an expired lease: the worker died or hung -> re-enqueue;
 - queued with no pickup for STEWARD_SWEEP_QUEUED_AFTER_S: the broker lost the message -> re-send;
-- awaiting approval whose approval was decided: the wake-up was lost -> resume or close.
+- awaiting approval whose approval was decided: the wake-up was lost -> resume or close;
+- a running bulk retry whose next tick is long overdue: its message was lost -> send a tick.
+Each run is recorded (SweepRun) with one SweepAction per task it touched, for the stuck-work page;
+runs that did nothing are kept for a day, the others for 30 days.
 A task recovered more than STEWARD_MAX_RECOVERIES times is dead-lettered instead. Every change is
 a compare-and-set, so two sweepers (or a sweeper racing a worker) cannot double-run a task.
 """
@@ -23,13 +26,15 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
-def _recover(task_id: int, condition: Q, reason: str, now) -> str:
+def _recover(task_id: int, condition: Q, reason: str, now, actions: list | None = None) -> str:
     from .services import dead_letter_create
 
     with transaction.atomic():
         task = Task.objects.filter(pk=task_id).filter(condition).first()
         if task is None:
             return "skipped"
+        if actions is not None:
+            actions.append((task_id, task.current_step, task.lease_owner, reason))
         if task.recoveries >= settings.STEWARD_MAX_RECOVERIES:
             if not Task.objects.filter(pk=task_id).filter(condition).update(
                 status=TaskStatus.DEAD_LETTERED, lease_owner="", lease_expires_at=None, updated_at=now
@@ -51,14 +56,53 @@ def _recover(task_id: int, condition: Q, reason: str, now) -> str:
 
 
 def sweep(now=None) -> dict:
+    """Run every recovery rule once, and record what was done (SweepRun, SweepAction)."""
+    from .models import SweepAction, SweepRun
+
+    started = timezone.now()
+    actions: list[dict] = []
+    report = _sweep(now or started, actions)
+    report["bulk_retries_resumed"] = _resume_bulk_retries(now or started)
+    run = SweepRun.objects.create(started_at=started, finished_at=timezone.now(), report=report,
+                                  actions_count=len(actions))
+    SweepAction.objects.bulk_create([SweepAction(sweep=run, **action) for action in actions])
+    # Keep the log small: idle runs (one every STEWARD_SWEEP_INTERVAL_S) for a day, the rest a month.
+    SweepRun.objects.filter(actions_count=0, started_at__lt=started - timedelta(days=1)).delete()
+    SweepRun.objects.filter(started_at__lt=started - timedelta(days=30)).delete()
+    return report
+
+
+def _resume_bulk_retries(now) -> int:
+    """Re-send the tick of running bulk retries whose chain broke (lost message, killed worker)."""
+    from .models import BulkRetry, BulkRetryStatus
+    from .services import _send_tick
+
+    overdue = now - timedelta(seconds=max(settings.STEWARD_SWEEP_INTERVAL_S, 10))
+    stalled = list(BulkRetry.objects.filter(status=BulkRetryStatus.RUNNING, next_tick_at__lt=overdue)
+                   .values_list("id", flat=True)[:BATCH])
+    for bulk_id in stalled:
+        with transaction.atomic():
+            # The tick itself claims by compare-and-set, so a tick that was only late is harmless.
+            _send_tick(bulk_id, 0)
+    return len(stalled)
+
+
+def _sweep(now, log_actions: list[dict]) -> dict:
     from reviews.models import ApprovalStatus
 
-    now = now or timezone.now()
     report = {"expired_leases": 0, "lost_messages": 0, "resumed_approvals": 0, "dead_lettered": 0}
+
+    def record(touched: list, outcome: str) -> None:
+        if outcome in ("requeued", "dead-lettered") and touched:
+            task_id, step, owner, reason = touched[-1]
+            log_actions.append({"task_id": task_id, "action": outcome, "reason": reason[:200], "step": step,
+                                "lease_owner": owner[:200]})
 
     expired = Q(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
     for task_id in Task.objects.filter(expired).values_list("id", flat=True)[:BATCH]:
-        outcome = _recover(task_id, expired, "worker lease expired", now)
+        touched: list = []
+        outcome = _recover(task_id, expired, "worker lease expired", now, touched)
+        record(touched, outcome)
         report["expired_leases"] += outcome == "requeued"
         report["dead_lettered"] += outcome == "dead-lettered"
 
@@ -68,7 +112,9 @@ def sweep(now=None) -> dict:
         | Q(not_before__isnull=True, enqueued_at__isnull=True)
     )
     for task_id in Task.objects.filter(lost).values_list("id", flat=True)[:BATCH]:
-        outcome = _recover(task_id, lost, "no worker picked up its message", now)
+        touched = []
+        outcome = _recover(task_id, lost, "no worker picked up its message", now, touched)
+        record(touched, outcome)
         report["lost_messages"] += outcome == "requeued"
         report["dead_lettered"] += outcome == "dead-lettered"
 
@@ -87,10 +133,14 @@ def sweep(now=None) -> dict:
                 ):
                     send_wakeup(task_id, "act")
                     report["resumed_approvals"] += 1
+                    log_actions.append({"task_id": task_id, "action": "resumed", "step": "act",
+                                        "reason": "approved, but the wake-up was lost", "lease_owner": ""})
             elif latest in (ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED):
-                Task.objects.filter(pk=task_id, status=TaskStatus.AWAITING_APPROVAL).update(
+                if Task.objects.filter(pk=task_id, status=TaskStatus.AWAITING_APPROVAL).update(
                     status=TaskStatus.REJECTED, current_step="", finished_at=now, updated_at=now
-                )
+                ):
+                    log_actions.append({"task_id": task_id, "action": "closed", "step": "",
+                                        "reason": f"approval {latest}, task closed as rejected", "lease_owner": ""})
     if any(report.values()):
         log.warning("Sweeper recovered: %s", report)
     return report

@@ -23,3 +23,10 @@ def run_task(task_id: int) -> str:
 @shared_task(name="orchestrator.tasks.sweep", acks_late=False)
 def sweep() -> dict:
     return sweeper.sweep()
+
+
+@shared_task(name="orchestrator.tasks.bulk_retry_tick", acks_late=True, reject_on_worker_lost=True)
+def bulk_retry_tick(bulk_id: int) -> str:
+    from .services import bulk_retry_advance
+
+    return bulk_retry_advance(bulk_id=bulk_id)

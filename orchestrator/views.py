@@ -15,7 +15,6 @@ from django.db import DatabaseError, connection
 from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -26,9 +25,9 @@ from reviews.services import AlreadyDecided, DecisionError, approval_decide, use
 
 from .selectors import visible_tasks
 from .intake import IntakeError, document_text
-from .models import DeadLetter, DeadLetterStatus, DocType, Source, Task, TaskStatus
+from .models import DocType, Source, Task, TaskStatus
 from .roles import ADMIN, OPERATOR, REVIEWER, has_role, role_required
-from .services import NotAllowed, dead_letter_retry, task_submit
+from .services import task_submit
 
 PAGE_SIZE = 50
 # The task page refreshes itself only while a worker may change it.
@@ -322,44 +321,7 @@ def _submit_text(request: HttpRequest, text: str) -> dict:
     return {"name": "Pasted text", "task": task, "error": ""}
 
 
-# --- Dead letters -----------------------------------------------------------------------------
-
-
-@role_required(OPERATOR, ADMIN)
-def dead_letter_list(request: HttpRequest) -> HttpResponse:
-    open_letters = DeadLetter.objects.filter(status=DeadLetterStatus.OPEN).select_related("task")
-    rows, next_before = _keyset_page(request, open_letters)
-    context = {
-        "dead_letters": rows,
-        "next_query": _query_with(request, before=next_before) if next_before else "",
-        "open_count": open_letters.count(),
-        "paged": "before" in request.GET,
-    }
-    if request.htmx:
-        return _render(request, "orchestrator/dead_letter_list.html#dead-letter-rows", context)
-    return _render(request, "orchestrator/dead_letter_list.html", context)
-
-
-@role_required(OPERATOR, ADMIN)
-@require_POST
-def dead_letter_retry_view(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
-    """Retry from the failed step. A second click says "already retried", never an error page."""
-    dead_letter = get_object_or_404(DeadLetter.objects.select_related("task"), pk=dead_letter_id)
-    try:
-        dead_letter = dead_letter_retry(dead_letter_id=dead_letter.pk, user=request.user)
-        level, text = "success", f"Task {dead_letter.task_id} sent back to its {dead_letter.worker or 'failed'} step."
-    except NotAllowed as exc:
-        dead_letter.refresh_from_db()
-        level, text = "warning", str(exc)
-    if request.htmx:
-        if request.htmx.target == "task-live":
-            task = _task_for(request, dead_letter.task_id)
-            return _render(request, "orchestrator/task_detail.html#task-live",
-                           _task_context(request, task, notice=(level, text)))
-        return _render(request, "orchestrator/_dead_letter_row.html",
-                       {"dl": dead_letter, "notice": (level, text)})
-    messages.add_message(request, messages.SUCCESS if level == "success" else messages.WARNING, text)
-    return redirect(_safe_next(request, reverse("dead-letter-list")))
+# Dead letters: triage, retry and bulk retry live in triage.py.
 
 
 # --- Approvals --------------------------------------------------------------------------------

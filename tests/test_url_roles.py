@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from orchestrator.models import DeadLetter, Step
+from orchestrator.models import BulkRetry, DeadLetter, Step
 from orchestrator.roles import api_token_create
 
 ACTORS = ("anonymous", "outsider", "reviewer", "operator", "admin")
@@ -39,6 +39,14 @@ EXPECTED: dict[str, dict] = {
     "upload": {"kind": "page", "methods": {"GET": STAFF}},
     "dead-letter-list": {"kind": "page", "methods": {"GET": STAFF}},
     "dead-letter-retry": {"kind": "page", "methods": {"POST": STAFF}},
+    "dead-letter-detail": {"kind": "page", "methods": {"GET": STAFF}},
+    "dead-letter-edit-retry": {"kind": "page", "methods": {"POST": STAFF}},
+    "dead-letter-discard": {"kind": "page", "methods": {"POST": STAFF}},
+    "dead-letter-requeue": {"kind": "page", "methods": {"POST": STAFF}},
+    "bulk-retry-create": {"kind": "page", "methods": {"POST": STAFF}},
+    "bulk-retry-detail": {"kind": "page", "methods": {"GET": STAFF}},
+    "bulk-retry-control": {"kind": "page", "methods": {"POST": STAFF}},
+    "stuck-work": {"kind": "page", "methods": {"GET": STAFF}},
     "approval-decide": {"kind": "page", "methods": {"POST": DECIDERS}},
     "api-openapi": {"kind": "api", "methods": {"GET": TOKEN_HOLDERS}},
     "api-tasks": {"kind": "api", "methods": {"GET": ALL_ROLES, "POST": STAFF}},
@@ -95,7 +103,8 @@ def world(outsider, reviewer_finance, operator, admin_user, make_task, make_appr
     return {
         "users": users,
         "tokens": {role: api_token_create(user=user) for role, user in users.items()},
-        "kwargs": {"task_id": task.pk, "approval_id": approval.pk, "dead_letter_id": dead_letter.pk},
+        "kwargs": {"task_id": task.pk, "approval_id": approval.pk, "dead_letter_id": dead_letter.pk,
+                   "bulk_id": BulkRetry.objects.create(description="sample", total=0).pk},
     }
 
 

@@ -1,0 +1,364 @@
+"""Dead-letter triage for operators: groups, search, detail, retry, edit-and-retry, discard,
+requeue, bulk retry with its live report, and the stuck-work page.
+
+Every view is for operators and admins only; every write goes through a service that does a
+compare-and-set, so a double click gets "already retried", never a second retry. Pages work
+without JavaScript; HTMX swaps named partials of the same templates.
+"""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.db.models import Count, Max, Min, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from reviews.models import Queue
+
+from .models import (
+    BulkRetry, BulkRetryItem, BulkRetryItemStatus, BulkRetryStatus, DeadLetter, DeadLetterStatus, DocType,
+    SweepAction, SweepRun, Task, TaskStatus,
+)
+from .roles import ADMIN, OPERATOR, role_required
+from .selectors import TRIAGE_FILTERS, TRIAGE_SINCE, open_dead_letters
+from .services import (
+    EDITABLE_AT, NotAllowed, bulk_retry_control, bulk_retry_create, dead_letter_discard, dead_letter_edit_retry,
+    dead_letter_requeue, dead_letter_retry,
+)
+from .views import _keyset_page, _pretty, _query_with, _render, _safe_next, _task_context, _task_for, _transcript
+from .workers import PIPELINE
+
+# Groups shown at most (largest first); the total still counts every open letter.
+MAX_GROUPS = 100
+FILTER_NAMES = TRIAGE_FILTERS + ("since", "q")
+
+
+def _filters(params) -> dict:
+    filters = {name: (params.get(name) or "").strip()[:200] for name in FILTER_NAMES}
+    if filters["since"] not in TRIAGE_SINCE:
+        filters["since"] = ""
+    return filters
+
+
+def _say(request: HttpRequest, level: str, text: str) -> None:
+    messages.add_message(request, messages.SUCCESS if level == "success" else messages.WARNING, text)
+
+
+# --- The triage page ----------------------------------------------------------------------------
+
+
+@role_required(OPERATOR, ADMIN)
+@require_GET
+def triage(request: HttpRequest) -> HttpResponse:
+    """Open dead letters grouped by fingerprint (one aggregate query), then the matching letters
+    newest first, keyset-paginated (?before=<id>)."""
+    filters = _filters(request.GET)
+    group_filters = dict(filters, fingerprint="")
+    groups = list(
+        open_dead_letters(group_filters).order_by().values("fingerprint")
+        .annotate(count=Count("id"), first_seen=Min("created_at"), last_seen=Max("created_at"),
+                  example_id=Max("id"))
+        .order_by("-count", "fingerprint")
+    )
+    total = sum(group["count"] for group in groups)
+    groups = groups[:MAX_GROUPS]
+    examples = DeadLetter.objects.in_bulk([g["example_id"] for g in groups])
+    for group in groups:
+        example = examples.get(group["example_id"])
+        group["example"] = example
+        group["query"] = _query_with(request, fingerprint=group["fingerprint"], before=None)
+        group["selected"] = group["fingerprint"] == filters["fingerprint"]
+    rows, next_before = _keyset_page(request, open_dead_letters(filters).select_related("task"))
+    context = {
+        "filters": filters,
+        "groups": groups,
+        "total": total,
+        "dead_letters": rows,
+        "next_query": _query_with(request, before=next_before) if next_before else "",
+        "filter_query": _query_with(request, before=None),
+        "clear_group_query": _query_with(request, fingerprint=None, before=None),
+        "filtered": any(filters.values()),
+        "paged": "before" in request.GET,
+        "worker_choices": PIPELINE,
+        "error_type_choices": sorted({g["example"].error_type for g in groups if g["example"]}
+                                     | ({filters["error_type"]} if filters["error_type"] else set())),
+        "doc_type_choices": DocType.values,
+        "queue_choices": list(Queue.objects.values_list("name", flat=True)),
+        "since_choices": [(key, label) for key, (label, _) in TRIAGE_SINCE.items()],
+        "bulk_retries": list(BulkRetry.objects.select_related("created_by")[:5]),
+        "default_rate": settings.STEWARD_BULK_RETRY_RATE,
+    }
+    if request.htmx:
+        partial = "dl-rows" if "before" in request.GET else "triage-results"
+        return _render(request, f"orchestrator/triage/triage.html#{partial}", context)
+    return _render(request, "orchestrator/triage/triage.html", context)
+
+
+# --- One dead letter ----------------------------------------------------------------------------
+
+
+@role_required(OPERATOR, ADMIN)
+@require_GET
+def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
+    letter = get_object_or_404(DeadLetter.objects.select_related("task", "step", "resolved_by"), pk=dead_letter_id)
+    task = letter.task
+    steps = list(task.steps.all())
+    failing = letter.step
+    if failing is not None:
+        failing.input_json = _pretty(failing.input)
+        failing.output_json = _pretty(failing.output)
+        failing.transcript_entries = _transcript(failing.transcript or [])
+    attempts = [s for s in steps if s.worker == (letter.worker or task.current_step)]
+    edit_step = task.current_step if letter.status == DeadLetterStatus.OPEN else ""
+    context = {
+        "dl": letter,
+        "task": task,
+        "failing": failing,
+        "attempts": attempts,
+        "steps": steps,
+        "evidence_json": _pretty(letter.evidence) if letter.evidence else "",
+        "edit_step": edit_step,
+        "can_edit": edit_step in EDITABLE_AT,
+        "edit_fields_json": _pretty(_fields_to_edit(task, letter)),
+        "doc_type_choices": DocType.values,
+        "edit_rows": [
+            {"name": name, "from": _pretty(change.get("from")), "to": _pretty(change.get("to"))}
+            for name, change in (letter.edits or {}).get("fields", {}).items()
+        ],
+        "other_letters": list(task.dead_letters.exclude(pk=letter.pk).select_related("resolved_by")),
+        "audit": list(letter.actions.select_related("user")),
+    }
+    return _render(request, "orchestrator/triage/detail.html", context)
+
+
+def _fields_to_edit(task: Task, letter: DeadLetter) -> dict:
+    """What the edit form starts from: the task's fields; for a failed extract, the last answer
+    the model gave (often nearly right), else an empty object to fill in."""
+    if task.fields:
+        return task.fields
+    if task.current_step == "extract":
+        for step in reversed(list(task.steps.filter(worker="extract"))):
+            if isinstance(step.output, dict) and isinstance(step.output.get("fields"), dict):
+                return step.output["fields"]
+    return {}
+
+
+def _back(request: HttpRequest, letter_id: int) -> HttpResponse:
+    return redirect(_safe_next(request, reverse("dead-letter-detail", args=[letter_id])))
+
+
+@role_required(OPERATOR, ADMIN)
+@require_POST
+def dead_letter_retry_view(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
+    """Retry from the failed step. A second click says "already retried", never an error page."""
+    letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
+    try:
+        letter = dead_letter_retry(dead_letter_id=letter.pk, user=request.user)
+        level, text = "success", f"Task {letter.task_id} sent back to its {letter.worker or 'failed'} step."
+    except NotAllowed as exc:
+        letter.refresh_from_db()
+        level, text = "warning", str(exc)
+    if request.htmx:
+        if request.htmx.target == "task-live":
+            task = _task_for(request, letter.task_id)
+            return _render(request, "orchestrator/task_detail.html#task-live",
+                           _task_context(request, task, notice=(level, text)))
+        letter = DeadLetter.objects.select_related("task").get(pk=letter.pk)
+        return _render(request, "orchestrator/triage/_row.html", {"dl": letter, "notice": (level, text)})
+    _say(request, level, text)
+    return redirect(_safe_next(request, reverse("dead-letter-list")))
+
+
+@role_required(OPERATOR, ADMIN)
+@require_POST
+def dead_letter_edit_retry_view(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
+    letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
+    fields = None
+    raw = request.POST.get("fields", "").strip()
+    try:
+        if raw:
+            try:
+                fields = json.loads(raw)
+            except ValueError as exc:
+                raise NotAllowed(f"The fields are not valid JSON: {exc}") from exc
+            if not isinstance(fields, dict):
+                raise NotAllowed("The fields must be a JSON object, like {\"amount\": 120.0}")
+        letter = dead_letter_edit_retry(dead_letter_id=letter.pk, user=request.user, fields=fields,
+                                        doc_type=request.POST.get("doc_type", ""))
+        _say(request, "success", f"Task {letter.task_id} edited and sent back to its "
+                                 f"{letter.task.current_step or 'next'} step.")
+    except NotAllowed as exc:
+        _say(request, "warning", str(exc))
+    return _back(request, letter.pk)
+
+
+@role_required(OPERATOR, ADMIN)
+@require_POST
+def dead_letter_discard_view(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
+    letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
+    try:
+        dead_letter_discard(dead_letter_id=letter.pk, user=request.user, reason=request.POST.get("reason", ""))
+        _say(request, "success", f"Task {letter.task_id} discarded.")
+    except NotAllowed as exc:
+        _say(request, "warning", str(exc))
+    return _back(request, letter.pk)
+
+
+@role_required(OPERATOR, ADMIN)
+@require_POST
+def dead_letter_requeue_view(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
+    letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
+    try:
+        _, task = dead_letter_requeue(dead_letter_id=letter.pk, user=request.user)
+        _say(request, "success", f"Task {letter.task_id} closed and its document requeued as task {task.pk}.")
+    except NotAllowed as exc:
+        _say(request, "warning", str(exc))
+    return _back(request, letter.pk)
+
+
+# --- Bulk retry ---------------------------------------------------------------------------------
+
+
+@role_required(OPERATOR, ADMIN)
+@require_POST
+def bulk_retry_create_view(request: HttpRequest) -> HttpResponse:
+    """Selected letters (ids), a group (fingerprint) or the current filter: first a confirmation
+    with the count and the pace, then (confirm=1) the bulk retry starts."""
+    scope = request.POST.get("scope", "filter")
+    filters = _filters(request.POST)
+    if scope == "selected":
+        ids = [int(v) for v in request.POST.getlist("ids") if v.isdigit()]
+        letters = DeadLetter.objects.filter(pk__in=ids, status=DeadLetterStatus.OPEN)
+        description = f"{len(ids)} selected dead letters"
+        selection = {"scope": "selected"}
+    else:
+        if scope == "group" and not filters["fingerprint"]:
+            _say(request, "warning", "Choose a group to retry.")
+            return redirect("dead-letter-list")
+        letters = open_dead_letters(filters)
+        shown = {k: v for k, v in filters.items() if v}
+        description = ("Group " + filters["fingerprint"][:12] if scope == "group" else "Filter") + (
+            ": " + ", ".join(f"{k}={v}" for k, v in shown.items() if k != "fingerprint") if len(shown) > (
+                scope == "group") else "")
+        selection = {"scope": scope, "filters": shown}
+    if request.POST.get("confirm") != "1":
+        example = letters.order_by("-id").first()
+        return _render(request, "orchestrator/triage/bulk_confirm.html", {
+            "scope": scope, "filters": filters, "ids": list(letters.values_list("id", flat=True)[:1000])
+            if scope == "selected" else [], "count": letters.count(), "description": description,
+            "example": example, "default_rate": settings.STEWARD_BULK_RETRY_RATE,
+        })
+    try:
+        rate = int(request.POST.get("rate_per_minute") or settings.STEWARD_BULK_RETRY_RATE)
+    except ValueError:
+        rate = 0
+    try:
+        bulk = bulk_retry_create(user=request.user, dead_letter_ids=letters.values_list("id", flat=True),
+                                 description=description, selection=selection, rate_per_minute=rate)
+    except NotAllowed as exc:
+        _say(request, "warning", str(exc))
+        return redirect("dead-letter-list")
+    _say(request, "success", f"Bulk retry {bulk.pk} started: {bulk.total} dead letters at {bulk.rate_per_minute} "
+                             "a minute.")
+    return redirect(bulk)
+
+
+ITEMS_PAGE = 100
+
+
+@role_required(OPERATOR, ADMIN)
+@require_GET
+def bulk_retry_detail(request: HttpRequest, bulk_id: int) -> HttpResponse:
+    """The live report: counters, the breaker's reason, and each item's outcome (?outcome=...)."""
+    bulk = get_object_or_404(BulkRetry.objects.select_related("created_by"), pk=bulk_id)
+    outcome = request.GET.get("outcome", "")
+    items = BulkRetryItem.objects.filter(bulk_retry=bulk).select_related("task", "dead_letter")
+    if outcome in BulkRetryItemStatus.values:
+        items = items.filter(status=outcome)
+    try:
+        after = int(request.GET.get("after", ""))
+    except ValueError:
+        after = 0
+    rows = list(items.filter(id__gt=after).order_by("id")[: ITEMS_PAGE + 1])
+    next_after = rows[ITEMS_PAGE - 1].pk if len(rows) > ITEMS_PAGE else None
+    rows = rows[:ITEMS_PAGE]
+    # The latest dead letter of an item that failed again: what went wrong this time.
+    failed_tasks = [i.task_id for i in rows if i.status == BulkRetryItemStatus.FAILED_AGAIN]
+    latest = {}
+    for letter in DeadLetter.objects.filter(task_id__in=failed_tasks).order_by("id"):
+        latest[letter.task_id] = letter
+    for item in rows:
+        item.latest_letter = latest.get(item.task_id)
+    elapsed = ((bulk.finished_at or timezone.now()) - bulk.created_at).total_seconds()
+    context = {
+        "bulk": bulk,
+        "items": rows,
+        "outcome": outcome,
+        "outcome_choices": BulkRetryItemStatus.choices,
+        "next_query": _query_with(request, after=next_after) if next_after else "",
+        "live": bulk.status == BulkRetryStatus.RUNNING or (bulk.status == BulkRetryStatus.PAUSED and bulk.in_flight),
+        "progress": int(100 * (bulk.enqueued + bulk.skipped) / bulk.total) if bulk.total else 100,
+        "pace": round(bulk.enqueued / elapsed * 60, 1) if elapsed > 0 and bulk.enqueued else 0,
+        "paged": "after" in request.GET,
+    }
+    if request.htmx:
+        return _render(request, "orchestrator/triage/bulk_detail.html#bulk-live", context)
+    return _render(request, "orchestrator/triage/bulk_detail.html", context)
+
+
+@role_required(OPERATOR, ADMIN)
+@require_POST
+def bulk_retry_control_view(request: HttpRequest, bulk_id: int) -> HttpResponse:
+    bulk = get_object_or_404(BulkRetry, pk=bulk_id)
+    action = request.POST.get("action", "")
+    try:
+        bulk_retry_control(bulk_id=bulk.pk, user=request.user, action=action)
+        _say(request, "success", {"pause": "Paused.", "resume": "Resumed: pacing and the circuit breaker start over.",
+                                  "cancel": "Cancelled: items not yet sent back stay open."}.get(action, "Done."))
+    except NotAllowed as exc:
+        _say(request, "warning", str(exc))
+    return redirect(bulk)
+
+
+# --- Stuck work ---------------------------------------------------------------------------------
+
+
+@role_required(OPERATOR, ADMIN)
+@require_GET
+def stuck_work(request: HttpRequest) -> HttpResponse:
+    """Tasks queued or running longer than expected, who owns them, and the sweeper's actions."""
+    now = timezone.now()
+    after = timedelta(seconds=settings.STEWARD_STUCK_AFTER_S)
+    stuck = (
+        Task.objects.filter(
+            Q(status=TaskStatus.QUEUED, enqueued_at__lt=now - after)
+            | Q(status=TaskStatus.QUEUED, enqueued_at__isnull=True)
+            | Q(status=TaskStatus.RUNNING, updated_at__lt=now - after)
+            | Q(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+        )
+        .only("id", "filename", "external_ref", "status", "current_step", "lease_owner", "lease_expires_at",
+              "enqueued_at", "not_before", "recoveries", "updated_at")
+        .order_by("enqueued_at", "id")[:200]
+    )
+    tasks = list(stuck)
+    for task in tasks:
+        since = task.enqueued_at if task.status == TaskStatus.QUEUED else task.updated_at
+        task.waiting_s = int((now - since).total_seconds()) if since else None
+        task.lease_expired = bool(task.lease_expires_at and task.lease_expires_at < now)
+    context = {
+        "tasks": tasks,
+        "stuck_after_s": int(settings.STEWARD_STUCK_AFTER_S),
+        "actions": list(SweepAction.objects.select_related("sweep")[:50]),
+        "runs": list(SweepRun.objects.all()[:10]),
+        "last_run": SweepRun.objects.first(),
+        "sweep_interval_s": settings.STEWARD_SWEEP_INTERVAL_S,
+        "now": now,
+    }
+    return _render(request, "orchestrator/triage/stuck.html", context)
+
