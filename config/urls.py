@@ -17,5 +17,7 @@ urlpatterns = [
     path("approvals/<int:approval_id>/decide", views.approval_decide_view, name="approval-decide"),
     path("api/v1/", include("orchestrator.api_urls")),
     path("metrics", metrics_views.metrics, name="metrics"),
+    path("charts/", metrics_views.charts, name="charts"),
+    path("charts/<slug:slug>.csv", metrics_views.chart_csv, name="chart-csv"),
     path("admin/", admin.site.urls),
 ]

@@ -1,10 +1,56 @@
-"""/metrics: Prometheus text format, for an operator's or admin's bearer token."""
-from django.http import HttpRequest, HttpResponse
+"""/metrics (Prometheus, bearer token) and the charts page with its CSV downloads (session)."""
+from __future__ import annotations
+
+import csv
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 
-from orchestrator.roles import ADMIN, OPERATOR, api_view
+from orchestrator.roles import ADMIN, OPERATOR, api_view, role_required
+
+from .charts import CHARTS, chart_filters, filter_choices
 
 
 @api_view(OPERATOR, ADMIN)
 def metrics(request: HttpRequest) -> HttpResponse:
     return ExportToDjangoView(request)
+
+
+@require_GET
+@role_required(OPERATOR, ADMIN)
+def charts(request: HttpRequest) -> HttpResponse:
+    filters = chart_filters(request.GET)
+    query = request.GET.urlencode()
+    context = {
+        "filters": filters,
+        "charts": [build(filters) for build in CHARTS.values()],
+        "choices": filter_choices(),
+        "query": query,
+        "ranges": [("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")],
+    }
+    template = "metrics/charts.html#charts-body" if request.htmx else "metrics/charts.html"
+    response = render(request, template, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+@require_GET
+@role_required(OPERATOR, ADMIN)
+def chart_csv(request: HttpRequest, slug: str) -> HttpResponse:
+    build = CHARTS.get(slug)
+    if build is None:
+        raise Http404("No such chart")
+    filters = chart_filters(request.GET)
+    chart = build(filters)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    stamp = f"{filters.start:%Y%m%d%H}-{filters.end:%Y%m%d%H}"
+    response["Content-Disposition"] = f'attachment; filename="steward-{slug}-{stamp}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(chart.columns)
+    for row in chart.rows:
+        # Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe.
+        writer.writerow(["'" + c if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in row])
+    return response

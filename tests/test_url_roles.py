@@ -56,6 +56,8 @@ EXPECTED: dict[str, dict] = {
     "api-dead-letters": {"kind": "api", "methods": {"GET": STAFF}},
     "api-dead-letter-retry": {"kind": "api", "methods": {"POST": STAFF}},
     "metrics": {"kind": "api", "methods": {"GET": STAFF}},
+    "charts": {"kind": "page", "methods": {"GET": STAFF}},
+    "chart-csv": {"kind": "page", "methods": {"GET": STAFF}},
 }
 # Django admin protects itself (staff only); checked separately below.
 SKIPPED_INCLUDES = {"admin"}
@@ -104,7 +106,8 @@ def world(outsider, reviewer_finance, operator, admin_user, make_task, make_appr
         "users": users,
         "tokens": {role: api_token_create(user=user) for role, user in users.items()},
         "kwargs": {"task_id": task.pk, "approval_id": approval.pk, "dead_letter_id": dead_letter.pk,
-                   "bulk_id": BulkRetry.objects.create(description="sample", total=0).pk},
+                   "bulk_id": BulkRetry.objects.create(description="sample", total=0).pk,
+                   "slug": "completion"},
     }
 
 
