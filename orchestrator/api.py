@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
@@ -205,6 +207,9 @@ def _task_create(request: HttpRequest) -> JsonResponse:
         )
     except IntakeError as exc:
         return json_error(400, str(exc))
+    except RequestDataTooBig:
+        limit_mb = settings.STEWARD_MAX_DOCUMENT_BYTES / (1024 * 1024)
+        return json_error(413, f"The request is too large; documents may be at most {limit_mb:.0f} MB")
     except ValueError as exc:
         return json_error(400, str(exc))
     response = JsonResponse(

@@ -246,3 +246,24 @@ def test_reviewer_sees_only_tasks_waiting_in_their_queues(reviewer_finance, revi
     assert alice.get(f"/api/v1/tasks/{legal.pk}").status_code == 404
     assert alice.get(f"/api/v1/tasks/{unrouted.pk}").status_code == 404
     assert api(reviewer_legal).get(f"/api/v1/tasks/{finance.pk}").status_code == 404
+
+
+def test_a_body_over_the_size_limit_gets_a_json_413(db, operator, settings):
+    import json as _json
+
+    from django.test import Client
+
+    from orchestrator.models import Task
+    from orchestrator.roles import api_token_create
+
+    settings.STEWARD_MAX_DOCUMENT_BYTES = 1024
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    client = Client()
+    token = api_token_create(user=operator)
+
+    response = client.post("/api/v1/tasks", data=_json.dumps({"content": "x" * 5000}),
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    assert response.status_code == 413
+    assert "at most" in response.json()["error"]
+    assert Task.objects.count() == 0
