@@ -121,10 +121,12 @@ def add_step(acc: Accumulator, step: dict) -> None:
             acc.observe(h.TOKEN_USAGE, usage.get("output", 0) or 0, label="output", **labels)
             acc.observe(h.OPERATION_DURATION, (call.get("latency_ms") or 0) / 1000, **labels)
     else:
-        # Rows without a transcript (imported, or failed before any answer): one observation for the step.
-        acc.observe(h.TOKEN_USAGE, step["input_tokens"], label="input", **labels)
-        acc.observe(h.TOKEN_USAGE, step["output_tokens"], label="output", **labels)
+        # No answer in the transcript (imported rows, or a call that failed): one observation for the
+        # step. A failed call still took time (OTel records its duration) but used no tokens.
         acc.observe(h.OPERATION_DURATION, step["latency_ms"] / 1000, **labels)
+        if step["input_tokens"] or step["output_tokens"]:
+            acc.observe(h.TOKEN_USAGE, step["input_tokens"], label="input", **labels)
+            acc.observe(h.TOKEN_USAGE, step["output_tokens"], label="output", **labels)
 
 
 def add_task(acc: Accumulator, task: dict, *, outcome: str, at: datetime | None, human: bool = False,
