@@ -48,6 +48,10 @@ def test_300_tasks_with_a_30_percent_fault_mix(start_worker, admin_user, setting
 
     # 0 lost: every submitted task is here, in a final status.
     statuses = Counter(Task.objects.filter(pk__in=ids).values_list("status", flat=True))
+    print(f"\nfault run: {dict(statuses)}; simulator faults {stats['faults']}; "
+          f"failed attempts {Step.objects.filter(status='failed').count()}; dead letters by type "
+          f"{dict(Counter(DeadLetter.objects.values_list('error_type', flat=True)))}; "
+          f"webhook deliveries {deliveries['deliveries']}")
     assert sum(statuses.values()) == TASKS
     assert set(statuses) <= {"completed", "dead_lettered"}, statuses
     assert statuses["completed"] > TASKS // 2, statuses
