@@ -29,7 +29,7 @@ from .roles import ADMIN, OPERATOR, role_required
 from .selectors import TRIAGE_FILTERS, TRIAGE_SINCE, open_dead_letters
 from .services import (
     EDITABLE_AT, NotAllowed, bulk_retry_control, bulk_retry_create, dead_letter_discard, dead_letter_edit_retry,
-    dead_letter_requeue, dead_letter_retry,
+    dead_letter_requeue, dead_letter_retry, tick_interval,
 )
 from .views import _keyset_page, _pretty, _query_with, _render, _safe_next, _task_context, _task_for, _transcript
 from .workers import PIPELINE
@@ -295,7 +295,10 @@ def bulk_retry_detail(request: HttpRequest, bulk_id: int) -> HttpResponse:
         latest[letter.task_id] = letter
     for item in rows:
         item.latest_letter = latest.get(item.task_id)
-    elapsed = ((bulk.finished_at or timezone.now()) - bulk.created_at).total_seconds()
+    # Sending pace: items are sent in ticks, so the sending period runs to one tick after the last.
+    last_sent = BulkRetryItem.objects.filter(bulk_retry=bulk).aggregate(last=Max("enqueued_at"))["last"]
+    elapsed = ((last_sent - bulk.created_at).total_seconds() + tick_interval(bulk.rate_per_minute)
+               if last_sent else 0)
     context = {
         "bulk": bulk,
         "items": rows,
