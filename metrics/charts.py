@@ -74,6 +74,11 @@ class Filters:
             qs = qs.filter(worker=self.worker)
         return qs
 
+    @property
+    def period_name(self) -> str:
+        hours = int(self.period.total_seconds() // 3600)
+        return "1 day" if hours == 24 else ("1 hour" if hours == 1 else f"{hours} hours")
+
     def periods(self) -> list[datetime]:
         count = math.ceil((self.end - self.start) / self.period)
         return [self.start + i * self.period for i in range(count)]
@@ -219,13 +224,16 @@ def chart_tool_calls(f: Filters) -> Chart:
 
     counts = dict(f.histogram(h.TASK_TOOL_CALLS).values("bin").annotate(n=Sum("count")).values_list("bin", "n"))
     bounds = h.BOUNDS[h.TASK_TOOL_CALLS]
-    last = max(counts) if counts else 6
-    bins = list(range(0, max(last, bounds.index(6)) + 1))
+    ceiling = tool_call_ceiling("verify")
+    budget = current_budget()
+    # The axis reaches the highest observation and both limits, so the lines fall on it.
+    reach = [max(counts) if counts else 0, bounds.index(6)]
+    reach += [h.bin_of(h.TASK_TOOL_CALLS, limit) for limit in
+              ([ceiling.limit] if ceiling else []) + ([budget.max_tool_calls] if budget else [])]
+    bins = list(range(0, min(max(reach), len(bounds)) + 1))
     labels = [h.bin_label(h.TASK_TOOL_CALLS, i) for i in bins]
     values = [counts.get(i, 0) for i in bins]
     markers, notes = [], []
-    ceiling = tool_call_ceiling("verify")
-    budget = current_budget()
     if ceiling is not None:
         markers.append((_position(ceiling.limit, bins), f"loop ceiling {ceiling.limit}"))
         notes.append(f"Loop ceiling: {ceiling.limit} tool calls per verify step (recent p95 {ceiling.p95:g} "

@@ -11,14 +11,16 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH = 480
+BARS_WIDTH = 360
 COLORS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#dc2626")
 DASHES = ("", "6 4", "2 3", "8 3 2 3", "1 2")
 
 
-def _svg(chart_id: str, title: str, description: str, height: float, body: list[str]) -> SafeString:
+def _svg(chart_id: str, title: str, description: str, height: float, body: list[str], *,
+         width: int = WIDTH, kind: str = "") -> SafeString:
     return mark_safe(
-        f'<svg viewBox="0 0 {WIDTH} {height:.0f}" role="img" aria-labelledby="{chart_id}-t {chart_id}-d" '
-        f'class="chart-svg" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
+        f'<svg viewBox="0 0 {width} {height:.0f}" role="img" aria-labelledby="{chart_id}-t {chart_id}-d" '
+        f'class="chart-svg {kind}" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
         f'<title id="{chart_id}-t">{escape(title)}</title><desc id="{chart_id}-d">{escape(description)}</desc>'
         + "".join(body) + "</svg>"
     )
@@ -34,22 +36,23 @@ def empty(chart_id: str, title: str) -> SafeString:
 
 
 def bars(chart_id: str, title: str, labels: list[str], values: list[float], fmt=str) -> SafeString:
-    """Horizontal bars, one per label: long labels and many categories fit a narrow screen."""
+    """Horizontal bars with the label above each bar: long labels fit a phone's width unshortened."""
     if not labels or not any(values):
         return empty(chart_id, title)
-    label_w, row_h, top = 150, 26, 6
+    # Narrower than the other charts: on a phone bar charts scale down less, so their text stays large.
+    row_h, top, width = 40, 4, BARS_WIDTH
     top_value = max(values) or 1
-    plot_w = WIDTH - label_w - 70
+    plot_w = width - 90
     body = []
     for i, (label, value) in enumerate(zip(labels, values)):
         y = top + i * row_h
         w = max(plot_w * value / top_value, 1 if value else 0)
         body.append(
-            f'<text x="{label_w - 6}" y="{y + 17}" text-anchor="end">{escape(_short(label))}</text>'
-            f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}" fill="{COLORS[0]}" rx="2"/>'
-            f'<text x="{label_w + w + 5:.1f}" y="{y + 17}">{escape(fmt(value))}</text>')
+            f'<text x="0" y="{y + 14}">{escape(_short(label, 42))}<title>{escape(label)}</title></text>'
+            f'<rect x="0" y="{y + 20}" width="{w:.1f}" height="14" fill="{COLORS[0]}" rx="2"/>'
+            f'<text x="{w + 6:.1f}" y="{y + 32}" class="value">{escape(fmt(value))}</text>')
     description = "; ".join(f"{label}: {fmt(value)}" for label, value in zip(labels, values))
-    return _svg(chart_id, title, description, top * 2 + row_h * len(labels), body)
+    return _svg(chart_id, title, description, top * 2 + row_h * len(labels), body, width=width, kind="bars")
 
 
 def columns(chart_id: str, title: str, labels: list[str], values: list[float], *,
@@ -57,7 +60,7 @@ def columns(chart_id: str, title: str, labels: list[str], values: list[float], *
     """Vertical bars (a histogram), with optional vertical marker lines at fractional bin positions."""
     if not labels or not any(values):
         return empty(chart_id, title)
-    left, right, top, bottom = 40, 10, 26, 42
+    left, right, top, bottom = 40, 10, 34, 42
     height = 220
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
     top_value = max(values) or 1
@@ -76,7 +79,7 @@ def columns(chart_id: str, title: str, labels: list[str], values: list[float], *
         color = COLORS[4 if n == 0 else 1]
         body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + plot_h}" stroke="{color}" '
                     f'stroke-width="2" stroke-dasharray="{DASHES[n + 1]}"/>'
-                    f'<text x="{min(x + 4, WIDTH - 4):.1f}" y="{top - 8 + n * 0}" class="small" fill="{color}" '
+                    f'<text x="{min(x + 4, WIDTH - 4):.1f}" y="{top - 8 + n * 12}" class="small" fill="{color}" '
                     f'text-anchor="{"end" if x > WIDTH * 0.6 else "start"}">{escape(text)}</text>')
     if x_title:
         body.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" class="small">'
@@ -99,7 +102,9 @@ def lines(chart_id: str, title: str, x_labels: list[str], series: list[tuple[str
     top_value = y_max or max(values) or 1
     step = plot_w / max(len(x_labels) - 1, 1)
     body = _y_axis(left, top, plot_w, plot_h, top_value, fmt)
-    every = max(1, len(x_labels) // 6)
+    # As many axis labels as fit without overlapping (about 6.5 units per character at 11px).
+    fitting = max(2, int(plot_w // (max(len(label) for label in x_labels) * 6.5 + 14)))
+    every = max(1, -(-len(x_labels) // fitting))
     for i, label in enumerate(x_labels):
         if i % every == 0:
             body.append(f'<text x="{left + i * step:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '

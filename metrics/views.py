@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from urllib.parse import urlencode
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -23,7 +24,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
 @role_required(OPERATOR, ADMIN)
 def charts(request: HttpRequest) -> HttpResponse:
     filters = chart_filters(request.GET)
-    query = request.GET.urlencode()
+    # The CSV links carry the same range and filters (empty form fields left out).
+    query = urlencode([(key, value) for key, value in request.GET.items() if value])
     context = {
         "filters": filters,
         "charts": [build(filters) for build in CHARTS.values()],
