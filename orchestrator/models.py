@@ -235,9 +235,8 @@ class DeadLetter(models.Model):
         indexes = [
             models.Index(fields=["status", "-id"], name="dl_status_id"),
             models.Index(fields=["status", "fingerprint"], name="dl_status_fingerprint"),
-            # Triage groups open letters by fingerprint with first/last seen: an index-only scan.
-            models.Index(fields=["fingerprint", "created_at", "id"], condition=Q(status="open"),
-                         name="dl_open_group"),
+            # A group's open letters, newest first (triage's list of one group).
+            models.Index(fields=["fingerprint", "-id"], condition=Q(status="open"), name="dl_open_fp_id"),
             models.Index(fields=["status", "created_at"], name="dl_status_created"),
         ]
         constraints = [
@@ -493,3 +492,27 @@ class SweepAction(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class DeadLetterGroup(models.Model):
+    """One row per failure fingerprint: how many of its dead letters are open, and when it was
+    first and last seen. Kept by the dead-letter services in the same transaction as each change
+    (create +1, any resolution -1), so the triage page reads its groups without counting 100,000
+    rows; filtered views count the matching rows instead (selectors.open_dead_letters)."""
+
+    fingerprint = models.CharField(max_length=64, unique=True)
+    worker = models.CharField(max_length=20, blank=True)
+    error_type = models.CharField(max_length=100)
+    # The latest occurrence, as the group's example.
+    doc_type = models.CharField(max_length=20, blank=True)
+    message = models.TextField()
+    example_id = models.BigIntegerField(null=True)
+    open_count = models.IntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["-open_count", "fingerprint"], name="dlgroup_open")]
+
+    def __str__(self) -> str:
+        return f"{self.error_type} at {self.worker or '-'}: {self.open_count} open"

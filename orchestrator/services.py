@@ -67,12 +67,71 @@ def dead_letter_create(
     attempts: int = 1, evidence: dict | None = None,
 ) -> DeadLetter:
     worker = step.worker if step else ""
-    return DeadLetter.objects.create(
-        task=task, step=step, worker=worker, error_type=error_type, message=message[:10000],
-        traceback=traceback[-20000:], attempts=attempts, evidence=evidence or {},
-        fingerprint=error_fingerprint(worker, error_type, message),
-        doc_type=task.doc_type or "", queue=task.routed_to or "",
-    )
+    with transaction.atomic():
+        letter = DeadLetter.objects.create(
+            task=task, step=step, worker=worker, error_type=error_type, message=message[:10000],
+            traceback=traceback[-20000:], attempts=attempts, evidence=evidence or {},
+            fingerprint=error_fingerprint(worker, error_type, message),
+            doc_type=task.doc_type or "", queue=task.routed_to or "",
+        )
+        _group_add(letter)
+    return letter
+
+
+def _group_add(letter: DeadLetter) -> None:
+    """Count a new open letter in its group (DeadLetterGroup), creating the group if it is new."""
+    from django.db.models import F
+
+    from .models import DeadLetterGroup
+
+    latest = {"worker": letter.worker, "error_type": letter.error_type, "doc_type": letter.doc_type,
+              "message": letter.message[:2000], "example_id": letter.pk, "last_seen": letter.created_at}
+    if DeadLetterGroup.objects.filter(fingerprint=letter.fingerprint).update(open_count=F("open_count") + 1, **latest):
+        return
+    try:
+        with transaction.atomic():
+            DeadLetterGroup.objects.create(fingerprint=letter.fingerprint, open_count=1,
+                                           first_seen=letter.created_at, **latest)
+    except IntegrityError:
+        # Another worker created the group a moment ago.
+        DeadLetterGroup.objects.filter(fingerprint=letter.fingerprint).update(open_count=F("open_count") + 1, **latest)
+
+
+def _groups_close(fingerprints: list[str]) -> None:
+    """Letters of these fingerprints (one entry per letter) are no longer open."""
+    from collections import Counter
+
+    from django.db.models import F
+
+    from .models import DeadLetterGroup
+
+    for fingerprint, n in Counter(fingerprints).items():
+        DeadLetterGroup.objects.filter(fingerprint=fingerprint).update(open_count=F("open_count") - n)
+
+
+def dead_letter_groups_rebuild() -> int:
+    """Recount every group from the dead letters (after a bulk import or a repair). Returns the
+    number of groups. One aggregate query over the table: not for a page view."""
+    from django.db.models import Count, Max, Min, Q
+
+    from .models import DeadLetterGroup
+
+    rows = list(DeadLetter.objects.order_by().values("fingerprint").annotate(
+        open_count=Count("id", filter=Q(status=DeadLetterStatus.OPEN)), first_seen=Min("created_at"),
+        last_seen=Max("created_at"), example_id=Max("id")))
+    examples = DeadLetter.objects.in_bulk([row["example_id"] for row in rows])
+    with transaction.atomic():
+        DeadLetterGroup.objects.all().delete()
+        DeadLetterGroup.objects.bulk_create([
+            DeadLetterGroup(fingerprint=row["fingerprint"], open_count=row["open_count"],
+                            first_seen=row["first_seen"], last_seen=row["last_seen"], example_id=row["example_id"],
+                            worker=examples[row["example_id"]].worker,
+                            error_type=examples[row["example_id"]].error_type,
+                            doc_type=examples[row["example_id"]].doc_type,
+                            message=examples[row["example_id"]].message[:2000])
+            for row in rows
+        ])
+    return len(rows)
 
 
 def dead_letter_retry(*, dead_letter_id: int, user=None, note: str = "retried", audit: bool = True) -> DeadLetter:
@@ -85,6 +144,7 @@ def dead_letter_retry(*, dead_letter_id: int, user=None, note: str = "retried", 
             dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
             raise NotAllowed(f"Dead letter {dead_letter_id} is already {dead_letter.get_status_display().lower()}")
         dead_letter = DeadLetter.objects.select_related("task").get(pk=dead_letter_id)
+        _groups_close([dead_letter.fingerprint])
         task = dead_letter.task
         if not Task.objects.filter(pk=task.pk, status=TaskStatus.DEAD_LETTERED).update(
             status=TaskStatus.QUEUED, step_attempts=0, recoveries=0, not_before=None, enqueued_at=now,
@@ -109,6 +169,7 @@ def dead_letter_discard(*, dead_letter_id: int, user, reason: str) -> DeadLetter
         ):
             raise NotAllowed(f"Dead letter {dead_letter_id} is not open")
         dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
+        _groups_close([dead_letter.fingerprint])
         Task.objects.filter(pk=dead_letter.task_id, status=TaskStatus.DEAD_LETTERED).update(
             status=TaskStatus.DISCARDED, finished_at=now, updated_at=now
         )
@@ -190,6 +251,7 @@ def dead_letter_edit_retry(*, dead_letter_id: int, user, fields: dict | None = N
         ):
             letter.refresh_from_db()
             raise NotAllowed(f"Dead letter {letter.pk} is already {letter.get_status_display().lower()}")
+        _groups_close([letter.fingerprint])
         if task.status != TaskStatus.DEAD_LETTERED:
             raise NotAllowed(f"Task {task.pk} is {task.status}, not dead-lettered")
         changed: list[str] = []
@@ -233,6 +295,7 @@ def dead_letter_requeue(*, dead_letter_id: int, user) -> tuple[DeadLetter, Task]
             raise NotAllowed(f"Dead letter {dead_letter_id} is already "
                              f"{letter.get_status_display().lower() if letter else 'gone'}")
         letter = DeadLetter.objects.select_related("task").get(pk=dead_letter_id)
+        _groups_close([letter.fingerprint])
         old = letter.task
         Task.objects.filter(pk=old.pk, status=TaskStatus.DEAD_LETTERED).update(
             status=TaskStatus.DISCARDED, finished_at=now, updated_at=now
@@ -316,8 +379,8 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
     Steps: claim the tick by compare-and-set on next_tick_at (a duplicate tick exits); record
     the outcome of items already sent back (their task went through, or failed again); trip the
     circuit breaker if too many failed again; send back as many pending items as the rate allows
-    since `paced_since`, each one by compare-and-set (pending -> enqueued) with the letter's own
-    compare-and-set retry, so no item is ever retried twice; update the counters; schedule the
+    since `paced_since`, in batches, each item by compare-and-set (pending -> enqueued) together with
+    its letter's (open -> retried), so no item is ever retried twice; update the counters; schedule the
     next tick, or finish when every item has settled.
     """
     from datetime import timedelta
@@ -354,9 +417,9 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
     sent = 0
     if allowed:
         pending = list(BulkRetryItem.objects.filter(bulk_retry=bulk, status=Item.PENDING)
-                       .order_by("id").values_list("id", "dead_letter_id")[:allowed])
-        for item_id, letter_id in pending:
-            sent += _bulk_item_send(bulk, item_id, letter_id, now)
+                       .order_by("id").values_list("id", flat=True)[:allowed])
+        for offset in range(0, len(pending), 500):
+            sent += _bulk_send(bulk, pending[offset:offset + 500], now)
     counts = BulkRetryItem.objects.filter(bulk_retry=bulk).aggregate(
         enqueued=Count("id", filter=~Q(status__in=[Item.PENDING, Item.SKIPPED])),
         succeeded=Count("id", filter=Q(status=Item.SUCCEEDED)),
@@ -378,23 +441,45 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
     return "completed" if not still_open else f"sent {sent}"
 
 
-def _bulk_item_send(bulk, item_id: int, letter_id: int, now) -> int:
+def _bulk_send(bulk, item_ids: list[int], now) -> int:
+    """Send a batch of pending items back, in one transaction, set-based. Returns how many went.
+
+    The same guarantees as dead_letter_retry, item by item: an item goes pending -> enqueued once
+    (rows locked, then updated only while pending); its letter goes open -> retried only if still
+    open and its task dead_lettered -> queued only if still dead-lettered. Items whose letter was
+    retried, discarded or edited by someone else since the selection are skipped, with the reason.
+    """
     from .models import BulkRetryItem, BulkRetryItemStatus as Item
 
     with transaction.atomic():
-        if not BulkRetryItem.objects.filter(pk=item_id, status=Item.PENDING).update(
-            status=Item.ENQUEUED, enqueued_at=now
-        ):
-            return 0  # another tick sent it
-        try:
-            dead_letter_retry(dead_letter_id=letter_id, user=bulk.created_by, audit=False,
-                              note=f"bulk retry {bulk.pk}")
-        except NotAllowed as exc:
-            # Retried, discarded or edited by someone else since the selection: never twice.
-            BulkRetryItem.objects.filter(pk=item_id).update(status=Item.SKIPPED, note=str(exc)[:500],
-                                                             finished_at=now)
-            return 0
-    return 1
+        items = dict(BulkRetryItem.objects.select_for_update().filter(pk__in=item_ids, status=Item.PENDING)
+                     .values_list("id", "dead_letter_id"))
+        if not items:
+            return 0  # another tick sent them
+        open_letters = list(DeadLetter.objects.select_for_update().filter(
+            pk__in=items.values(), status=DeadLetterStatus.OPEN).values_list("id", "task_id", "fingerprint"))
+        letters = {letter: task for letter, task, _ in open_letters}
+        tasks = dict(Task.objects.select_for_update().filter(
+            pk__in=letters.values(), status=TaskStatus.DEAD_LETTERED).values_list("id", "current_step"))
+        go = {letter: task for letter, task in letters.items() if task in tasks}
+        DeadLetter.objects.filter(pk__in=go, status=DeadLetterStatus.OPEN).update(
+            status=DeadLetterStatus.RETRIED, resolved_by=bulk.created_by, resolved_at=now,
+            resolution_note=f"bulk retry {bulk.pk}")
+        _groups_close([fingerprint for letter, _, fingerprint in open_letters if letter in go])
+        Task.objects.filter(pk__in=go.values(), status=TaskStatus.DEAD_LETTERED).update(
+            status=TaskStatus.QUEUED, step_attempts=0, recoveries=0, not_before=None, enqueued_at=now, updated_at=now)
+        sent = [item for item, letter in items.items() if letter in go]
+        BulkRetryItem.objects.filter(pk__in=sent).update(status=Item.ENQUEUED, enqueued_at=now)
+        for item, letter in items.items():
+            if letter in go:
+                continue
+            state = DeadLetter.objects.filter(pk=letter).values_list("status", flat=True).first()
+            note = (f"Dead letter {letter} is already {state}" if state != DeadLetterStatus.OPEN
+                    else "Its task is no longer dead-lettered")
+            BulkRetryItem.objects.filter(pk=item).update(status=Item.SKIPPED, note=note, finished_at=now)
+        for task_id in go.values():
+            send_wakeup(task_id, tasks[task_id])
+    return len(sent)
 
 
 def _breaker_tripped(bulk, now) -> bool:

@@ -22,7 +22,8 @@ from django.views.decorators.http import require_GET, require_POST
 from reviews.models import Queue
 
 from .models import (
-    BulkRetry, BulkRetryItem, BulkRetryItemStatus, BulkRetryStatus, DeadLetter, DeadLetterStatus, DocType,
+    BulkRetry, BulkRetryItem, BulkRetryItemStatus, BulkRetryStatus, DeadLetter, DeadLetterGroup, DeadLetterStatus,
+    DocType,
     SweepAction, SweepRun, Task, TaskStatus,
 )
 from .roles import ADMIN, OPERATOR, role_required
@@ -56,22 +57,33 @@ def _say(request: HttpRequest, level: str, text: str) -> None:
 @role_required(OPERATOR, ADMIN)
 @require_GET
 def triage(request: HttpRequest) -> HttpResponse:
-    """Open dead letters grouped by fingerprint (one aggregate query), then the matching letters
-    newest first, keyset-paginated (?before=<id>)."""
+    """Open dead letters grouped by fingerprint, then the matching letters newest first,
+    keyset-paginated (?before=<id>). Unfiltered, the groups come from DeadLetterGroup (kept by
+    the services), so the page costs the same at 100 or 100,000 letters; filtered, one aggregate
+    query counts the matching letters."""
     filters = _filters(request.GET)
     group_filters = dict(filters, fingerprint="")
-    groups = list(
-        open_dead_letters(group_filters).order_by().values("fingerprint")
-        .annotate(count=Count("id"), first_seen=Min("created_at"), last_seen=Max("created_at"),
-                  example_id=Max("id"))
-        .order_by("-count", "fingerprint")
-    )
+    if any(group_filters.values()):
+        # Filtered: count the matching open letters, one aggregate query.
+        groups = list(
+            open_dead_letters(group_filters).order_by().values("fingerprint")
+            .annotate(count=Count("id"), first_seen=Min("created_at"), last_seen=Max("created_at"),
+                      example_id=Max("id"))
+            .order_by("-count", "fingerprint")
+        )
+        examples = DeadLetter.objects.in_bulk([g["example_id"] for g in groups[:MAX_GROUPS]])
+        for group in groups[:MAX_GROUPS]:
+            group["example"] = examples.get(group["example_id"])
+    else:
+        # Unfiltered: the groups as the services keep them, without counting every letter.
+        groups = [
+            {"fingerprint": g.fingerprint, "count": g.open_count, "first_seen": g.first_seen,
+             "last_seen": g.last_seen, "example_id": g.example_id, "example": g}
+            for g in DeadLetterGroup.objects.filter(open_count__gt=0).order_by("-open_count", "fingerprint")
+        ]
     total = sum(group["count"] for group in groups)
     groups = groups[:MAX_GROUPS]
-    examples = DeadLetter.objects.in_bulk([g["example_id"] for g in groups])
     for group in groups:
-        example = examples.get(group["example_id"])
-        group["example"] = example
         group["query"] = _query_with(request, fingerprint=group["fingerprint"], before=None)
         group["selected"] = group["fingerprint"] == filters["fingerprint"]
     rows, next_before = _keyset_page(request, open_dead_letters(filters).select_related("task"))

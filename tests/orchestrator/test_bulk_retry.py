@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from orchestrator.models import BulkRetry, DeadLetter, SweepAction, SweepRun, Task
 from orchestrator.services import (
-    NotAllowed, _bulk_item_send, bulk_retry_advance, bulk_retry_control, bulk_retry_create, dead_letter_discard,
+    NotAllowed, _bulk_send, bulk_retry_advance, bulk_retry_control, bulk_retry_create, dead_letter_discard,
 )
 from orchestrator.sweeper import sweep
 
@@ -63,8 +63,8 @@ def test_no_item_is_retried_twice(operator, letters):
     bulk = start(operator, dls, rate_per_minute=6000)
     item = bulk.items.first()
     now = timezone.now()
-    assert _bulk_item_send(bulk, item.pk, item.dead_letter_id, now) == 1
-    assert _bulk_item_send(bulk, item.pk, item.dead_letter_id, now) == 0
+    assert _bulk_send(bulk, [item.pk], now) == 1
+    assert _bulk_send(bulk, [item.pk], now) == 0
     # A letter discarded by someone after the selection is skipped, with the reason, not retried.
     dead_letter_discard(dead_letter_id=dls[1].pk, user=operator, reason="spam")
     bulk_retry_advance(bulk_id=bulk.pk, now=now + timedelta(seconds=5))

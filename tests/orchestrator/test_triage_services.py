@@ -129,3 +129,26 @@ def test_requeue_starts_a_fresh_task_and_closes_the_old(operator):
     assert letter.status == "discarded" and letter.resolution_note == f"Requeued as task {new.pk}"
     assert new.status == "queued" and new.current_step == "classify" and new.steps.count() == 0
     assert Task.objects.get(pk=letter.task_id).status == "discarded"
+
+
+def test_group_counts_follow_every_change_and_match_a_recount(operator, make_task):
+    from orchestrator.models import DeadLetterGroup
+    from orchestrator.services import bulk_retry_advance, bulk_retry_create, dead_letter_groups_rebuild
+
+    def letter(n: int) -> DeadLetter:
+        task = make_task(status="dead_lettered", current_step="verify")
+        return dead_letter_create(task=task, step=None, error_type="Timeout", message=f"timed out after {n} s")
+
+    letters = [letter(n) for n in range(6)]
+    group = DeadLetterGroup.objects.get()
+    assert group.open_count == 6 and group.example_id == letters[-1].pk and group.message == "timed out after 5 s"
+    assert group.first_seen == letters[0].created_at and group.last_seen == letters[-1].created_at
+    dead_letter_retry(dead_letter_id=letters[0].pk, user=operator)
+    dead_letter_discard(dead_letter_id=letters[1].pk, user=operator, reason="junk")
+    dead_letter_requeue(dead_letter_id=letters[2].pk, user=operator)
+    bulk = bulk_retry_create(user=operator, dead_letter_ids=[letters[3].pk, letters[4].pk], description="b",
+                             selection={}, rate_per_minute=6000)
+    bulk_retry_advance(bulk_id=bulk.pk)
+    assert DeadLetterGroup.objects.get().open_count == 1
+    dead_letter_groups_rebuild()
+    assert DeadLetterGroup.objects.get().open_count == 1

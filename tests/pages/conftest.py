@@ -31,6 +31,11 @@ def make_dead_letter(db):
                         traceback="Traceback (most recent call last):\n  ...", attempts=3, fingerprint="f" * 64)
         defaults.update(fields)
         Task.objects.filter(pk=task.pk).update(status="dead_lettered")
-        return DeadLetter.objects.create(task=task, **defaults)
+        letter = DeadLetter.objects.create(task=task, **defaults)
+        # Made directly, not through dead_letter_create: recount the triage groups it belongs to.
+        from orchestrator.services import dead_letter_groups_rebuild
+
+        dead_letter_groups_rebuild()
+        return letter
 
     return make
