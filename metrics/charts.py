@@ -2,8 +2,9 @@
 
 `chart_filters` turns the query string into a range and filters; each `chart_*` function returns
 a Chart: the SVG, and the same numbers as columns and rows for the data table and the CSV.
-Rollup rows are hourly; a range is shown in periods of 1 hour (up to 2 days), 6 hours (up to
-14 days) or 1 day.
+The last 24 hours (and custom ranges up to 2 days) are shown hour by hour from the hourly rollups;
+longer ranges day by day (UTC) from the daily ones, so a chart reads at most a few hundred rows
+per series however many steps there are.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from django.utils.safestring import SafeString
 
 from . import histograms as h
 from . import svg
-from .models import ALL_TIME, ApprovalRollup, HistogramRollup, StepRollup, TaskRollup
+from .models import ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
 from .rollups import LOOP_ERROR_TYPES
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -40,7 +41,7 @@ class Filters:
     end_date: str = ""
 
     def steps(self) -> QuerySet:
-        qs = StepRollup.objects.filter(bucket__gte=self.start, bucket__lt=self.end)
+        qs = StepRollup.objects.filter(period=self.granularity, bucket__gte=self.start, bucket__lt=self.end)
         if self.doc_type:
             qs = qs.filter(doc_type=self.doc_type)
         if self.worker:
@@ -48,7 +49,7 @@ class Filters:
         return qs
 
     def tasks(self) -> QuerySet:
-        qs = TaskRollup.objects.filter(bucket__gte=self.start, bucket__lt=self.end)
+        qs = TaskRollup.objects.filter(period=self.granularity, bucket__gte=self.start, bucket__lt=self.end)
         if self.doc_type:
             qs = qs.filter(doc_type=self.doc_type)
         if self.queue:
@@ -56,7 +57,7 @@ class Filters:
         return qs
 
     def approvals(self) -> QuerySet:
-        qs = ApprovalRollup.objects.filter(bucket__gte=self.start, bucket__lt=self.end)
+        qs = ApprovalRollup.objects.filter(period=self.granularity, bucket__gte=self.start, bucket__lt=self.end)
         if self.doc_type:
             qs = qs.filter(doc_type=self.doc_type)
         if self.queue:
@@ -64,7 +65,8 @@ class Filters:
         return qs
 
     def histogram(self, metric: str) -> QuerySet:
-        qs = HistogramRollup.objects.filter(metric=metric, bucket__gte=self.start, bucket__lt=self.end)
+        qs = HistogramRollup.objects.filter(metric=metric, period=self.granularity, bucket__gte=self.start,
+                                            bucket__lt=self.end)
         if metric in (h.TASK_TOOL_CALLS, h.TASK_TOKENS, h.TASK_COST, h.APPROVAL_WAIT):
             if self.doc_type:
                 qs = qs.filter(doc_type=self.doc_type)
@@ -73,6 +75,11 @@ class Filters:
         elif self.worker:
             qs = qs.filter(worker=self.worker)
         return qs
+
+    @property
+    def granularity(self) -> str:
+        """Day rows for day periods (the range then starts and ends at midnight UTC), else hours."""
+        return Period.DAY if self.period >= timedelta(days=1) else Period.HOUR
 
     @property
     def period_name(self) -> str:
@@ -119,11 +126,14 @@ def chart_filters(params, now: datetime | None = None) -> Filters:
             key = "24h"
     if key not in RANGES and key != "custom":
         key = "24h"
-    if key in RANGES:
+    if key == "24h":
+        start = end - RANGES[key]
+    elif key in RANGES:
+        # Whole days (today included): these ranges read the daily rollups.
+        end = end.replace(hour=0) + timedelta(days=1) if end.hour else end
         start = end - RANGES[key]
     span = end - start
-    period = timedelta(hours=1) if span <= timedelta(days=2) else (
-        timedelta(hours=6) if span <= timedelta(days=14) else timedelta(days=1))
+    period = timedelta(hours=1) if span <= timedelta(days=2) else timedelta(days=1)
     return Filters(range=key, start=start, end=end, period=period, doc_type=params.get("doc_type", "")[:20],
                    worker=params.get("worker", "")[:20], queue=params.get("queue", "")[:100], errors=errors,
                    start_date=start_date[:10], end_date=end_date[:10])
@@ -387,7 +397,7 @@ def filter_choices() -> dict[str, list[str]]:
     from orchestrator.models import DocType
     from reviews.models import Queue
 
-    workers = sorted(set(StepRollup.objects.filter(bucket=ALL_TIME).values_list("worker", flat=True))
+    workers = sorted(set(StepRollup.objects.filter(period=Period.ALL).values_list("worker", flat=True))
                      | {"classify", "extract", "verify", "route", "act"})
     return {"workers": workers, "doc_types": [value for value, _ in DocType.choices],
             "queues": list(Queue.objects.order_by("name").values_list("name", flat=True))}

@@ -102,9 +102,9 @@ class StewardCollector(Collector):
         from reviews.models import Approval
 
         from .loops import tool_call_ceiling
-        from .models import ALL_TIME, ApprovalRollup, HistogramRollup, StepRollup, TaskRollup
+        from .models import ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
 
-        steps = list(StepRollup.objects.filter(bucket=ALL_TIME).values(
+        steps = list(StepRollup.objects.filter(period=Period.ALL).values(
             "worker", "model", "doc_type", "outcome", "error_type").annotate(
             n=Sum("steps"), input=Sum("input_tokens"), cached=Sum("cached_tokens"), output=Sum("output_tokens"),
             reasoning=Sum("reasoning_tokens"), cost=Sum("cost_usd")))
@@ -133,7 +133,7 @@ class StewardCollector(Collector):
         # Tasks by status: the non-terminal ones (few, by index) counted live; the terminal
         # completed/rejected from the outcome counters, so the scrape never counts a big table.
         statuses = dict(Task.objects.filter(status__in=LIVE_STATUSES).values_list("status").annotate(n=Count("id")))
-        outcomes = list(TaskRollup.objects.filter(bucket=ALL_TIME).values(
+        outcomes = list(TaskRollup.objects.filter(period=Period.ALL).values(
             "doc_type", "queue", "outcome", "human").annotate(n=Sum("tasks")))
         for status in ("completed", "rejected"):
             statuses[status] = sum(r["n"] for r in outcomes if r["outcome"] == status)
@@ -143,7 +143,7 @@ class StewardCollector(Collector):
         yield _filled("steward_task_outcomes", {
             (r["doc_type"], r["queue"], r["outcome"], "true" if r["human"] else "false"): r["n"] for r in outcomes})
 
-        approvals = ApprovalRollup.objects.filter(bucket=ALL_TIME).values("queue", "decision", "reason").annotate(
+        approvals = ApprovalRollup.objects.filter(period=Period.ALL).values("queue", "decision", "reason").annotate(
             n=Sum("approvals"))
         yield _filled("steward_approvals", {(r["queue"], r["decision"], r["reason"]): r["n"] for r in approvals})
 
@@ -169,7 +169,7 @@ class StewardCollector(Collector):
                 ceilings[(worker,)] = ceiling.limit
         yield _filled("steward_loop_tool_call_ceiling", ceilings)
 
-        rows = HistogramRollup.objects.filter(bucket=ALL_TIME).values(
+        rows = HistogramRollup.objects.filter(period=Period.ALL).values(
             "metric", "worker", "model", "doc_type", "queue", "label", "bin").annotate(n=Sum("count"), s=Sum("total"))
         grouped: dict[str, dict[tuple, dict]] = defaultdict(lambda: defaultdict(lambda: {"bins": {}, "sum": 0.0}))
         for row in rows:

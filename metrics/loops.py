@@ -36,13 +36,13 @@ class Ceiling:
 
 def compute_ceiling(worker: str, now=None) -> Ceiling | None:
     """p95 x STEWARD_LOOP_P95_FACTOR (at least p95 + STEWARD_LOOP_MIN_MARGIN), from the rollups."""
-    from .models import ALL_TIME, HistogramRollup
+    from .models import HistogramRollup, Period
 
     now = now or timezone.now()
     since = now - timedelta(days=settings.STEWARD_LOOP_WINDOW_DAYS)
     counts = dict(
-        HistogramRollup.objects.filter(metric=h.AGENT_TOOL_CALLS, worker=worker, bucket__gte=since)
-        .exclude(bucket=ALL_TIME).values("bin").annotate(n=Sum("count")).values_list("bin", "n")
+        HistogramRollup.objects.filter(metric=h.AGENT_TOOL_CALLS, period=Period.HOUR, worker=worker, bucket__gte=since)
+        .values("bin").annotate(n=Sum("count")).values_list("bin", "n")
     )
     samples = sum(counts.values())
     if samples < settings.STEWARD_LOOP_MIN_SAMPLES:

@@ -1,11 +1,11 @@
 """Rollups: the figures the charts and /metrics read, kept up to date as the pipeline works.
 
-Every row is one hour (`bucket`, UTC) x a few low-cardinality dimensions, holding counters and
-sums. The pipeline's checkpoints add to them (metrics/rollups.py) with UPDATE ... = col + n, and
+Every row is one hour or one day (`period`, `bucket`, UTC) x a few low-cardinality dimensions,
+holding counters and sums. The pipeline's checkpoints add to them (metrics/rollups.py) with UPDATE ... = col + n, and
 insert the row when it is missing (a unique constraint makes two racing inserts safe). Each
-figure is also added to an all-time row (`bucket` = ALL_TIME) so that /metrics reads a few
-hundred rows whatever the history, and charts read only the hours of the range they show: neither
-ever reads the steps table. `manage.py rebuild_rollups` recomputes everything from the raw rows.
+figure is also added to an all-time row (period "a", `bucket` = ALL_TIME) so that /metrics reads
+a few hundred rows whatever the history, and charts read only the hours or days of the range they
+show: neither ever reads the steps table. `manage.py rebuild_rollups` recomputes everything from the raw rows.
 
 Dimension values are never NULL ("" means unknown), so the unique constraints hold.
 """
@@ -18,16 +18,26 @@ from django.db import models
 # The bucket of the all-time rows (counters for Prometheus, which must never go down).
 ALL_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+
+class Period(models.TextChoices):
+    """Every figure is added three times: to its hour, its day (UTC) and the all-time row. Short
+    ranges read hours; long ones read days, so a 30-day chart reads 30 rows per series, not 720."""
+
+    HOUR = "h", "Hour"
+    DAY = "d", "Day"
+    ALL = "a", "All time"
+
 # The dimensions of each rollup: one row per distinct combination (unique constraint).
-STEP_KEY = ("bucket", "worker", "model", "prompt_version", "doc_type", "outcome", "error_type")
-TASK_KEY = ("bucket", "doc_type", "queue", "outcome", "human")
-APPROVAL_KEY = ("bucket", "queue", "doc_type", "decision", "reason")
-HISTOGRAM_KEY = ("bucket", "metric", "worker", "model", "doc_type", "queue", "label", "bin")
+STEP_KEY = ("period", "bucket", "worker", "model", "prompt_version", "doc_type", "outcome", "error_type")
+TASK_KEY = ("period", "bucket", "doc_type", "queue", "outcome", "human")
+APPROVAL_KEY = ("period", "bucket", "queue", "doc_type", "decision", "reason")
+HISTOGRAM_KEY = ("period", "bucket", "metric", "worker", "model", "doc_type", "queue", "label", "bin")
 
 
 class StepRollup(models.Model):
     """Step attempts per hour x worker x model x prompt version x doc type x outcome x error type."""
 
+    period = models.CharField(max_length=1, choices=Period.choices, default=Period.HOUR)
     bucket = models.DateTimeField()
     worker = models.CharField(max_length=20)
     model = models.CharField(max_length=100, blank=True)
@@ -61,6 +71,7 @@ class TaskRollup(models.Model):
     spend adds up without counting anything twice.
     """
 
+    period = models.CharField(max_length=1, choices=Period.choices, default=Period.HOUR)
     bucket = models.DateTimeField()
     doc_type = models.CharField(max_length=20, blank=True)
     queue = models.CharField(max_length=100, blank=True)
@@ -82,6 +93,7 @@ class TaskRollup(models.Model):
 class ApprovalRollup(models.Model):
     """Approvals decided per hour x queue x doc type x decision x rejection reason."""
 
+    period = models.CharField(max_length=1, choices=Period.choices, default=Period.HOUR)
     bucket = models.DateTimeField()
     queue = models.CharField(max_length=100)
     doc_type = models.CharField(max_length=20, blank=True)
@@ -104,6 +116,7 @@ class HistogramRollup(models.Model):
     `total` is the sum of the values, for averages and Prometheus' _sum.
     """
 
+    period = models.CharField(max_length=1, choices=Period.choices, default=Period.HOUR)
     bucket = models.DateTimeField()
     metric = models.CharField(max_length=40)
     worker = models.CharField(max_length=20, blank=True)
@@ -120,4 +133,4 @@ class HistogramRollup(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=list(HISTOGRAM_KEY), name="histogramrollup_key")]
-        indexes = [models.Index(fields=["metric", "worker", "bucket"], name="histogram_metric_worker")]
+        indexes = [models.Index(fields=["metric", "period", "worker", "bucket"], name="histogram_metric_worker")]

@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 
 from . import histograms as h
-from .models import ALL_TIME, ApprovalRollup, HistogramRollup, StepRollup, TaskRollup
+from .models import ALL_TIME, ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,17 @@ def step_doc_type(worker: str, input: dict | None, output: dict | None) -> str:
 
 
 class Accumulator:
-    """Increments per rollup row, merged in memory; each goes to its hour and to the all-time row."""
+    """Increments per rollup row, merged in memory; each goes to its hour, its day and all time."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple, dict[str, Any]] = defaultdict(dict)
 
     def add(self, model: type, key: dict, **increments: Any) -> None:
-        for bucket in (key["bucket"], ALL_TIME):
-            values = tuple(bucket if name == "bucket" else key[name] for name in model.KEY)
+        hour_start = key["bucket"]
+        day_start = hour_start.replace(hour=0)
+        for period, bucket in ((Period.HOUR, hour_start), (Period.DAY, day_start), (Period.ALL, ALL_TIME)):
+            key = {**key, "period": period.value, "bucket": bucket}
+            values = tuple(key[name] for name in model.KEY)
             row = self.rows[(model, values)]
             for name, value in increments.items():
                 row[name] = row.get(name, 0) + value

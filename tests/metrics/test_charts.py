@@ -69,8 +69,9 @@ def rows(slug: str, **params) -> list:
 
 def test_completion_rate_with_and_without_a_person(history):
     assert rows("completion") == [[RECENT.isoformat(), 5, 3, 1, 60.0, 80.0]]
-    week = rows("completion", range="7d")
-    assert [r[1:] for r in week] == [[1, 0, 0, 0.0, 0.0], [5, 3, 1, 60.0, 80.0]]
+    week = rows("completion", range="7d")  # day by day (UTC)
+    assert week == [[LAST_WEEK.replace(hour=0).isoformat(), 1, 0, 0, 0.0, 0.0],
+                    [RECENT.replace(hour=0).isoformat(), 5, 3, 1, 60.0, 80.0]]
     assert rows("completion", queue="finance_director") == [[RECENT.isoformat(), 2, 0, 1, 0.0, 50.0]]
     assert rows("completion", doc_type="Contract") == []
 
