@@ -144,7 +144,7 @@ def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpRespons
             for name, change in (letter.edits or {}).get("fields", {}).items()
         ],
         "other_letters": list(task.dead_letters.exclude(pk=letter.pk).select_related("resolved_by")),
-        "audit": list(letter.actions.select_related("user")),
+        "audit": [(a, a.action.replace("_", " ")) for a in letter.actions.select_related("user")],
     }
     return _render(request, "orchestrator/triage/detail.html", context)
 

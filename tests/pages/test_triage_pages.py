@@ -150,6 +150,7 @@ def test_edit_and_retry_keeps_and_shows_the_original(operator, client_for, make_
     assert task.status == "queued" and task.fields["amount"] == 900.0
     page = client.get(f"/dead-letters/{letter.pk}/").text
     assert "Edited before the retry, by olga" in page and "9000.0" in page and "900.0" in page
+    assert "<strong>olga</strong> edit retry" in page  # the audit trail
     # A second submit (double click) changes nothing more.
     again = client.post(f"/dead-letters/{letter.pk}/edit-retry", {"fields": '{"amount": 1.0}'}, follow=True)
     assert "already retried" in again.text
