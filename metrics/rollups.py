@@ -235,7 +235,8 @@ def record_step(step, task) -> None:
 
 @_guarded("an approval")
 def record_approval(approval_id: int) -> None:
-    """Count a decided approval (and the task's rejection). Called inside the deciding transaction."""
+    """Count a decided (or expired) approval, and the task's rejection. Called inside the deciding
+    transaction, by approval_decide and by the expiry of approvals."""
     from orchestrator.models import Task
     from reviews.models import Approval
 
@@ -244,7 +245,7 @@ def record_approval(approval_id: int) -> None:
         return
     acc = Accumulator()
     add_approval(acc, _approval_values(approval))
-    if approval.status == "rejected":
+    if approval.status in ("rejected", "expired"):  # either way the task ends rejected
         task = Task.objects.filter(pk=approval.task_id).values(*TASK_FIELDS).get()
         add_task(acc, task, outcome="rejected", at=approval.decided_at, work_cost=_work_cost(approval.task_id))
     acc.apply()
@@ -297,7 +298,7 @@ def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
             .iterator(chunk_size=chunk_size):
         approvals += 1
         add_approval(acc, _approval_values(approval))
-        if approval.status == "rejected":
+        if approval.status in ("rejected", "expired"):
             totals = running.get(approval.task_id) or _no_totals()
             add_task(acc, _task_values(tasks[approval.task_id], totals), outcome="rejected",
                      at=approval.decided_at, work_cost=totals["work"])
