@@ -18,12 +18,13 @@ import logging
 from collections import defaultdict
 from typing import Iterable
 
-from django.db.models import Count, Max, Min, Sum
+from django.db.models import Count, Min, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from . import histograms as h
+from .rollups import LOOP_ERROR_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "steward_loop_tool_call_ceiling": ("gauge", "Loop detection's tool-call ceiling per step (from the recent p95)",
                                        ("worker",)),
 }
-# Histogram metric -> (rollup metric, label mapping from rollup fields).
+# Exposed histogram -> the rollup histogram it reads.
 HISTOGRAMS = {
     "gen_ai_client_token_usage": h.TOKEN_USAGE,
     "gen_ai_client_operation_duration_seconds": h.OPERATION_DURATION,
@@ -113,8 +114,6 @@ class StewardCollector(Collector):
         cost: dict[tuple, float] = defaultdict(float)
         dead: dict[tuple, int] = defaultdict(int)
         loops: dict[tuple, int] = defaultdict(int)
-        from .rollups import LOOP_ERROR_TYPES
-
         for row in steps:
             by_outcome[(row["worker"], row["model"], row["outcome"])] += row["n"]
             for kind in ("input", "cached", "output", "reasoning"):
