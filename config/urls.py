@@ -15,6 +15,7 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("", include("orchestrator.triage_urls")),
     path("approvals/<int:approval_id>/decide", views.approval_decide_view, name="approval-decide"),
+    path("reviews/", include("reviews.urls")),
     path("api/v1/", include("orchestrator.api_urls")),
     path("metrics", metrics_views.metrics, name="metrics"),
     path("charts/", metrics_views.charts, name="charts"),

@@ -1,13 +1,23 @@
 from django.contrib import admin
 
+from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin
+from reviews.impact import impact_of_rule
+
 from .models import ApiToken, Budget, DeadLetter, ModelPrice, RoutingRule, Step, Task, WorkerConfig
 
 
 @admin.register(RoutingRule)
-class RoutingRuleAdmin(admin.ModelAdmin):
+class RoutingRuleAdmin(ImpactPreviewAdmin, AuditedAdmin):
+    """Saving a change that affects routing first previews its impact on the last 1,000 routed
+    tasks; every change is in the audit trail (reviews/admin_tools.py)."""
+
     list_display = ("name", "priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
     list_editable = ("priority", "active")
     list_filter = ("active", "doc_type", "queue")
+    impact_fields = ("priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
+
+    def impact(self, candidate):
+        return impact_of_rule(candidate)
 
 
 @admin.register(Budget)

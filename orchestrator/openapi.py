@@ -125,7 +125,7 @@ def document(server_url: str) -> dict:
                     "dead_letter": {"anyOf": [_ref("DeadLetter"), {"type": "null"}]}}}]},
                 "Approval": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "task_id": {"type": "integer"}, "queue": {"type": "string"},
-                    "status": {"type": "string", "enum": ["pending", "approved", "rejected", "expired", "auto_approved"]},
+                    "status": {"type": "string", "enum": ["pending", "approved", "rejected", "expired", "auto_approved", "superseded"]},
                     "action": {"type": "string"}, "decided_by": {"type": ["string", "null"]},
                     "decided_at": {"type": ["string", "null"]}, "rejection_reason": {"type": ["string", "null"]},
                     "corrections": {"type": "object"}}},

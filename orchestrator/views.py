@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
 from reviews.models import Approval, ApprovalStatus, Queue, RejectionReason
-from reviews.services import AlreadyDecided, DecisionError, approval_decide, user_can_decide
+from reviews.services import AlreadyDecided, DecisionError, approval_decide, decision_message, user_can_decide
 
 from .selectors import visible_tasks
 from .intake import IntakeError, document_text
@@ -348,10 +348,7 @@ def approval_decide_view(request: HttpRequest, approval_id: int) -> HttpResponse
     except DecisionError as exc:
         status, level, text = 400, "error", str(exc)
     else:
-        level = "success"
-        text = f"Approved action for task {approval.task_id}."
-        if decided.status == ApprovalStatus.REJECTED:
-            text = f"Rejected task {approval.task_id}: {decided.rejection_reason}."
+        level, text = "success", decision_message(decided)
     if request.htmx:
         task = _task_for(request, approval.task_id)
         response = _render(request, "orchestrator/task_detail.html#task-live",

@@ -1,26 +1,71 @@
 from django.contrib import admin
 
-from .models import Approval, AutoApprovePolicy, Queue, RejectionReason
+from .admin_tools import AuditedAdmin, ImpactPreviewAdmin
+from .impact import impact_of_policy
+from .models import Approval, AuditEvent, AutoApprovePolicy, Queue, RejectionReason
+from .services import queue_deadlines_apply
 
 
 @admin.register(Queue)
-class QueueAdmin(admin.ModelAdmin):
-    list_display = ("name", "sla_minutes", "action_kind", "webhook_url", "escalation_email")
+class QueueAdmin(AuditedAdmin):
+    list_display = ("name", "sla_minutes", "expiry_minutes", "action_kind", "webhook_url", "escalation_email")
     filter_horizontal = ("reviewers",)
+    fieldsets = (
+        (None, {"fields": ("name", "description", "reviewers")}),
+        ("SLA and expiry", {"fields": ("sla_minutes", "escalation_email", "expiry_minutes")}),
+        ("Notifications", {"fields": ("notify_reviewers", "teams_webhook_url", "slack_webhook_url")}),
+        ("Action after approval", {"fields": ("action_kind", "webhook_url", "action_email")}),
+    )
+
+    def after_change(self, request, obj, changes):
+        if "sla_minutes" in changes or "expiry_minutes" in changes:
+            return {"pending_deadlines_updated": queue_deadlines_apply(queue=obj)}
+        return {}
 
 
 @admin.register(RejectionReason)
-class RejectionReasonAdmin(admin.ModelAdmin):
+class RejectionReasonAdmin(AuditedAdmin):
     list_display = ("code", "label", "active")
 
 
 @admin.register(AutoApprovePolicy)
-class AutoApprovePolicyAdmin(admin.ModelAdmin):
+class AutoApprovePolicyAdmin(ImpactPreviewAdmin, AuditedAdmin):
     list_display = ("__str__", "enabled", "min_confidence", "max_amount")
+    impact_fields = ("enabled", "min_confidence", "max_amount")
+
+    def impact(self, candidate):
+        return impact_of_policy(candidate)
 
 
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):
-    list_display = ("id", "task", "queue", "status", "decided_by", "decided_at", "created_at")
+    """Read-only: decisions go through the inbox, the task page, email links or the API, which
+    decide once and leave an audit trail."""
+
+    list_display = ("id", "task", "queue", "status", "decided_by", "decided_at", "escalated_at", "created_at")
     list_filter = ("status", "queue")
-    readonly_fields = ("idempotency_key", "created_at")
+    list_select_related = ("task", "queue", "decided_by")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "actor_name", "action", "summary", "task")
+    list_filter = ("action", "object_type")
+    search_fields = ("summary", "actor_name", "object_repr")
+    date_hierarchy = "created_at"
+    list_select_related = ("task",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

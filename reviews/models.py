@@ -18,12 +18,23 @@ class Queue(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     description = models.CharField(max_length=200, blank=True)
     reviewers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="review_queues")
-    sla_minutes = models.PositiveIntegerField(default=240)
+    sla_minutes = models.PositiveIntegerField(
+        default=240, help_text="Still pending after this long: escalated (escalation email, flagged in the inbox)"
+    )
     escalation_email = models.EmailField(blank=True)
-    expiry_minutes = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: never expires")
+    expiry_minutes = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Still pending after this long: expired, the task ends rejected and the action never runs. "
+                  "Empty: never expires",
+    )
     action_kind = models.CharField(max_length=10, choices=ActionKind.choices, default=ActionKind.WEBHOOK)
     webhook_url = models.URLField(blank=True, help_text="Empty: STEWARD_WEBHOOK_URL")
     action_email = models.EmailField(blank=True, help_text="For email actions: where the decision goes")
+    notify_reviewers = models.BooleanField(
+        default=True, help_text="Email each reviewer (with their own approve and reject links) when an approval arrives"
+    )
+    teams_webhook_url = models.URLField(max_length=500, blank=True, help_text="Microsoft Teams incoming webhook")
+    slack_webhook_url = models.URLField(max_length=500, blank=True, help_text="Slack incoming webhook")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -65,13 +76,19 @@ class AutoApprovePolicy(models.Model):
 
 
 class ApprovalStatus(models.TextChoices):
-    """pending -> approved | rejected | expired; auto_approved is created decided."""
+    """pending -> approved | rejected | expired | superseded; auto_approved is created decided.
+
+    superseded: a reviewer's correction made the rules route the task to another queue; a new
+    pending approval there (`replaced_by`) takes over, and the task keeps waiting.
+    expired: nobody decided before the queue's expiry; fails closed (the task ends rejected).
+    """
 
     PENDING = "pending", "Pending"
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
     EXPIRED = "expired", "Expired"
     AUTO_APPROVED = "auto_approved", "Auto-approved"
+    SUPERSEDED = "superseded", "Moved to another queue"
 
 
 class ActionStatus(models.TextChoices):
@@ -107,7 +124,14 @@ class Approval(models.Model):
         max_length=12, choices=ActionStatus.choices, default=ActionStatus.NOT_STARTED
     )
     action_sent_at = models.DateTimeField(null=True, blank=True)
-    due_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True, help_text="SLA: escalated when still pending then")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Expired (task rejected) when still pending then")
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True, help_text="When the queue's reviewers were told")
+    # The approval this one took over from, after a correction moved the task to this queue.
+    replaces = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced_by"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -115,6 +139,15 @@ class Approval(models.Model):
         indexes = [
             models.Index(fields=["queue", "status", "created_at", "id"], name="approval_queue_pending"),
             models.Index(fields=["status", "created_at"], name="approval_status_created"),
+            # Per-queue "past SLA" counts in the inbox.
+            models.Index(fields=["queue", "status", "due_at"], name="approval_queue_due"),
+            # The review sweep's scans stay small however long the backlog.
+            models.Index(fields=["due_at"], condition=Q(status="pending", escalated_at__isnull=True),
+                         name="approval_to_escalate"),
+            models.Index(fields=["expires_at"], condition=Q(status="pending", expires_at__isnull=False),
+                         name="approval_to_expire"),
+            models.Index(fields=["created_at"], condition=Q(status="pending", notified_at__isnull=True),
+                         name="approval_to_notify"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -128,3 +161,62 @@ class Approval(models.Model):
     @property
     def is_decided(self) -> bool:
         return self.status != ApprovalStatus.PENDING
+
+
+class EmailLink(models.Model):
+    """One emailed approve/reject link: bound to one approval and one reviewer, usable once.
+
+    The link itself is a signed token (reviews/links.py) carrying these ids and the nonce; the
+    row is what makes it single use.
+    """
+
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="email_links")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    nonce = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Email link for approval {self.approval_id} to {self.user_id}"
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, to which object, with the details: decisions, corrections, moves,
+    escalations, expiries and changes to the review policy in admin. Append-only."""
+
+    class Action(models.TextChoices):
+        APPROVED = "approval.approved", "Approved"
+        REJECTED = "approval.rejected", "Rejected"
+        MOVED = "approval.moved", "Corrected and moved to another queue"
+        ESCALATED = "approval.escalated", "Escalated past its SLA"
+        EXPIRED = "approval.expired", "Expired undecided"
+        CREATED = "config.created", "Created in admin"
+        CHANGED = "config.changed", "Changed in admin"
+        DELETED = "config.deleted", "Deleted in admin"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept when the user is deleted; "system" for the review sweep.
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=30, choices=Action.choices)
+    summary = models.CharField(max_length=500)
+    object_type = models.CharField(max_length=100, help_text="app_label.model")
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    task = models.ForeignKey(
+        "orchestrator.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["task", "created_at"], name="audit_task_created"),
+            models.Index(fields=["object_type", "object_id", "created_at"], name="audit_object_created"),
+            models.Index(fields=["created_at"], name="audit_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name}: {self.summary}"

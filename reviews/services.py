@@ -1,23 +1,43 @@
-"""Approvals: opened by the route step, decided once by a person (or the auto-approve policy)."""
+"""Approvals: opened by the route step, decided once by a person (or the auto-approve policy),
+moved when a correction changes the route, escalated past their SLA, expired past their queue's
+expiry. Every write is a compare-and-set on the approval's status, and every decision leaves an
+AuditEvent.
+"""
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from orchestrator.models import Task, TaskStatus
 from metrics.rollups import record_approval
+from orchestrator.models import Task, TaskStatus
 from orchestrator.pipeline import send_wakeup
 
-from .models import Approval, ApprovalStatus, Queue, RejectionReason
+from .audit import audit_record
+from .models import Approval, ApprovalStatus, AuditEvent, EmailLink, Queue, RejectionReason
+
+log = logging.getLogger(__name__)
+BATCH = 500
 
 
 class AlreadyDecided(Exception):
     def __init__(self, approval: Approval) -> None:
         who = approval.decided_by.get_username() if approval.decided_by else "the system"
         when = approval.decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if approval.decided_at else "earlier"
-        super().__init__(f"Already {approval.get_status_display().lower()} by {who} at {when}")
+        if approval.status == ApprovalStatus.SUPERSEDED:
+            successor = Approval.objects.select_related("queue").filter(replaces=approval).first()
+            where = successor.queue.name if successor else "another queue"
+            message = f"Already moved to {where} by {who} at {when}"
+        elif approval.status == ApprovalStatus.EXPIRED:
+            message = f"Already expired at {when}: nobody decided it in time, so the task was rejected"
+        else:
+            message = f"Already {approval.get_status_display().lower()} by {who} at {when}"
+        super().__init__(message)
         self.approval = approval
 
 
@@ -25,15 +45,33 @@ class DecisionError(ValueError):
     """The decision itself is not acceptable (no reason, unknown field...)."""
 
 
+def _deadlines(queue: Queue, now) -> dict:
+    return {
+        "due_at": now + timedelta(minutes=queue.sla_minutes),
+        "expires_at": now + timedelta(minutes=queue.expiry_minutes) if queue.expiry_minutes else None,
+    }
+
+
+def _notify_after_commit(approval_id: int) -> None:
+    """Tell the queue's reviewers from a Celery task once the approval is committed.
+
+    If the broker is down, the review sweep finds the approval still un-notified and re-sends.
+    """
+    from .tasks import approval_notify
+
+    _after_commit_task(approval_notify, approval_id)
+
+
 def approval_open(task: Task, route: dict) -> Approval:
     """Create the approval for the routed action; auto-approved when no reason for review exists.
 
-    Called inside the route step's checkpoint transaction.
+    Called inside the route step's checkpoint transaction; a pending approval's reviewers are
+    notified after that commits.
     """
     queue = Queue.objects.get(name=route["queue"])
     now = timezone.now()
     auto = not route["requires_approval"]
-    return Approval.objects.create(
+    approval = Approval.objects.create(
         task=task,
         queue=queue,
         action_kind=queue.action_kind,
@@ -49,8 +87,11 @@ def approval_open(task: Task, route: dict) -> Approval:
         reasons=route["reasons"],
         status=ApprovalStatus.AUTO_APPROVED if auto else ApprovalStatus.PENDING,
         decided_at=now if auto else None,
-        due_at=None if auto else now + timedelta(minutes=queue.sla_minutes),
+        **({} if auto else _deadlines(queue, now)),
     )
+    if not auto:
+        _notify_after_commit(approval.pk)
+    return approval
 
 
 def user_can_decide(user, approval: Approval) -> bool:
@@ -67,12 +108,16 @@ def approval_decide(
     reason: str = "",
     comment: str = "",
     fields: dict | None = None,
+    via: str = "",
 ) -> Approval:
     """Decide a pending approval exactly once (DESIGN.md invariant 5).
 
     Steps: validate the decision; compare-and-set pending -> approved/rejected (a loser gets
     AlreadyDecided naming the winner); on approve, apply field corrections (originals kept) and
-    queue the task's act step; on reject, the task ends as rejected.
+    queue the task's act step; on reject, the task ends as rejected. A correction that makes the
+    rules route the task to another queue does not approve: the approval becomes `superseded`, a
+    new pending one opens in the right queue (see approval_move), and the task keeps waiting.
+    `via` ("inbox", "email link"...) is recorded in the audit trail.
     """
     if decision not in ("approve", "reject"):
         raise DecisionError("decision must be \"approve\" or \"reject\"")
@@ -97,17 +142,12 @@ def approval_decide(
             original = (task.fields or {}).get(name)
             if original != value:
                 corrections[name] = {"from": original, "to": value}
-        if corrections:
-            from orchestrator.workers.route import queue_for_fields
-
-            corrected = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
-            new_queue = queue_for_fields(task, corrected)
-            if new_queue != approval.queue.name:
-                # The rules would send the corrected document elsewhere: its reviewers decide.
-                raise DecisionError(
-                    f"With this correction the rules route the task to {new_queue}, not "
-                    f"{approval.queue.name}: a reviewer of {new_queue} must decide it"
-                )
+    if corrections and approval.status == ApprovalStatus.PENDING:
+        corrected = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
+        route = route_for_fields(task, corrected)
+        if route["queue"] != approval.queue.name:
+            return approval_move(approval=approval, user=user, corrections=corrections, route=route,
+                                 comment=comment, via=via)
 
     now = timezone.now()
     with transaction.atomic():
@@ -127,10 +167,253 @@ def approval_decide(
                 updates["fields"] = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
             Task.objects.filter(pk=task.pk, status=TaskStatus.AWAITING_APPROVAL).update(**updates)
             send_wakeup(task.pk, "act")
+            summary = f"Approved: {approval.action_summary}"
+            if corrections:
+                summary = f"Approved with corrections ({_changes_text(corrections)}): {approval.action_summary}"
+            audit_record(action=AuditEvent.Action.APPROVED, obj=approval, actor=user, task_id=task.pk,
+                         summary=summary, data=_decision_data(approval, via, comment, corrections=corrections))
         else:
             Task.objects.filter(pk=task.pk, status=TaskStatus.AWAITING_APPROVAL).update(
                 status=TaskStatus.REJECTED, current_step="", finished_at=now, updated_at=now
             )
+            audit_record(action=AuditEvent.Action.REJECTED, obj=approval, actor=user, task_id=task.pk,
+                         summary=f"Rejected ({rejection_reason.label}): {approval.action_summary}",
+                         data=_decision_data(approval, via, comment, reason=rejection_reason.code))
         record_approval(approval.pk)  # monitoring rollups, in the deciding transaction
     approval.refresh_from_db()
     return approval
+
+
+def _decision_data(approval: Approval, via: str, comment: str, **extra) -> dict:
+    data = {"queue": approval.queue.name, **{k: v for k, v in extra.items() if v}}
+    if via:
+        data["via"] = via
+    if comment:
+        data["comment"] = comment
+    return data
+
+
+def _changes_text(corrections: dict) -> str:
+    return ", ".join(f"{name} {change['from']} → {change['to']}" for name, change in corrections.items())
+
+
+def _decimal(value) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def route_for_fields(task: Task, fields: dict) -> dict:
+    """Where the routing rules send `task` with these (corrected) fields: queue, rule, amount.
+
+    The same rules and amount as the route step: the larger of the field and the document's own
+    total, so a correction cannot talk an invoice below its printed amount.
+    """
+    from orchestrator.amounts import parse_total
+    from orchestrator.workers.route import FALLBACK_QUEUE, choose_rule
+
+    doc_type = task.doc_type or "Other"
+    parsed = parse_total(task.content) if doc_type in ("Invoice", "Contract") else None
+    candidates = [a for a in (_decimal(fields.get("amount")), parsed) if a is not None]
+    amount = max(candidates) if candidates else None
+    rule = choose_rule(doc_type, fields, amount)
+    if rule is None:
+        return {"queue": FALLBACK_QUEUE, "rule": "(fallback)", "requires_approval": True, "amount": amount}
+    return {"queue": rule.queue.name, "rule": rule.name, "requires_approval": rule.requires_approval,
+            "amount": amount}
+
+
+def approval_move(*, approval: Approval, user, corrections: dict, route: dict, comment: str = "",
+                  via: str = "") -> Approval:
+    """A correction changed the route: hand the task to the right queue's reviewers.
+
+    Steps: compare-and-set the approval pending -> superseded (with who, when and the
+    corrections); apply the corrections to the task and re-point its route; open a new pending
+    approval in the new queue (never auto-approved: a person corrected it) that replaces this
+    one; record the move; notify the new queue after commit. The task stays awaiting_approval and
+    the action does not run. Returns the superseded approval.
+    """
+    from orchestrator.workers.route import describe_action
+
+    task = approval.task
+    old_queue = approval.queue.name
+    new_queue = Queue.objects.get(name=route["queue"])
+    fields = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
+    amount = route["amount"]
+    who = user.get_username()
+    moved_reason = (f"Moved from {old_queue} by {who}: with the correction ({_changes_text(corrections)}) "
+                    f"the rules route it here")
+    reasons = [moved_reason] + [r for r in approval.reasons if not r.startswith("Rule \"")]
+    if route["requires_approval"]:
+        reasons.append(f"Rule \"{route['rule']}\" requires approval")
+    now = timezone.now()
+    with transaction.atomic():
+        won = Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.PENDING).update(
+            status=ApprovalStatus.SUPERSEDED, decided_by=user, decided_at=now, comment=comment or "",
+            corrections=corrections,
+        )
+        if not won:
+            raise AlreadyDecided(Approval.objects.select_related("decided_by").get(pk=approval.pk))
+        Task.objects.filter(pk=task.pk).update(
+            fields=fields, routed_to=new_queue.name, updated_at=now,
+            route_reason=f"{moved_reason} (rule \"{route['rule']}\")",
+        )
+        successor = Approval.objects.create(
+            task=task, queue=new_queue, action_kind=new_queue.action_kind, replaces=approval,
+            action_summary=describe_action(task.doc_type or "Other", fields, amount, new_queue.name),
+            action_data={
+                "task_id": task.pk, "doc_type": task.doc_type, "fields": fields, "queue": new_queue.name,
+                "rule": route["rule"], "amount": str(amount) if amount is not None else None,
+                "moved_from": old_queue,
+            },
+            reasons=reasons, status=ApprovalStatus.PENDING, **_deadlines(new_queue, now),
+        )
+        audit_record(
+            action=AuditEvent.Action.MOVED, obj=approval, actor=user, task_id=task.pk,
+            summary=f"Corrected ({_changes_text(corrections)}) and moved from {old_queue} to {new_queue.name}",
+            data=_decision_data(approval, via, comment, corrections=corrections, moved_to=new_queue.name,
+                                new_approval=successor.pk, rule=route["rule"]),
+        )
+        _notify_after_commit(successor.pk)
+    approval.refresh_from_db()
+    return approval
+
+
+def decision_message(approval: Approval) -> str:
+    """What a person is told right after deciding `approval`."""
+    if approval.status == ApprovalStatus.REJECTED:
+        return f"Rejected task {approval.task_id}: {approval.rejection_reason}."
+    if approval.status == ApprovalStatus.SUPERSEDED:
+        successor = Approval.objects.select_related("queue").filter(replaces=approval).first()
+        where = successor.queue.name if successor else "another queue"
+        return (f"Moved task {approval.task_id} to {where}: with your correction the rules route it there, "
+                f"so a reviewer of {where} decides it. Nothing was sent.")
+    if approval.corrections:
+        return f"Approved action for task {approval.task_id} with your corrections."
+    return f"Approved action for task {approval.task_id}."
+
+
+# --- SLA, escalation and expiry (the review sweep, run by beat) ---------------------------------
+
+
+def approvals_escalate(*, now=None) -> int:
+    """Flag pending approvals past their SLA (once each) and tell the queue's escalation address."""
+    from .tasks import approval_escalation_notify
+
+    now = now or timezone.now()
+    overdue = list(
+        Approval.objects.filter(status=ApprovalStatus.PENDING, escalated_at__isnull=True, due_at__lt=now)
+        .select_related("queue").order_by("due_at")[:BATCH]
+    )
+    escalated = 0
+    for approval in overdue:
+        with transaction.atomic():
+            if not Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.PENDING,
+                                           escalated_at__isnull=True).update(escalated_at=now):
+                continue  # decided meanwhile, or another sweep got there first
+            late = now - approval.due_at
+            audit_record(
+                action=AuditEvent.Action.ESCALATED, obj=approval, task_id=approval.task_id,
+                summary=f"Escalated: pending in {approval.queue.name} past its SLA of "
+                        f"{approval.queue.sla_minutes} minutes",
+                data={"queue": approval.queue.name, "due_at": approval.due_at.isoformat(),
+                      "late_s": int(late.total_seconds()), "escalation_email": approval.queue.escalation_email},
+            )
+            _after_commit_task(approval_escalation_notify, approval.pk, "escalated")
+            escalated += 1
+    return escalated
+
+
+def approvals_expire(*, now=None) -> int:
+    """Fail closed: a pending approval past its queue's expiry ends expired and its task rejected;
+    the action never runs (act only runs approved approvals)."""
+    from .tasks import approval_escalation_notify
+
+    now = now or timezone.now()
+    due = list(
+        Approval.objects.filter(status=ApprovalStatus.PENDING, expires_at__lt=now)
+        .select_related("queue").order_by("expires_at")[:BATCH]
+    )
+    expired = 0
+    for approval in due:
+        with transaction.atomic():
+            if not Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.PENDING).update(
+                status=ApprovalStatus.EXPIRED, decided_at=now, decided_by=None,
+            ):
+                continue
+            Task.objects.filter(pk=approval.task_id, status=TaskStatus.AWAITING_APPROVAL).update(
+                status=TaskStatus.REJECTED, current_step="", finished_at=now, updated_at=now,
+                route_reason=f"Approval expired undecided in {approval.queue.name}",
+            )
+            audit_record(
+                action=AuditEvent.Action.EXPIRED, obj=approval, task_id=approval.task_id,
+                summary=f"Expired undecided in {approval.queue.name} after {approval.queue.expiry_minutes} "
+                        "minutes: the task was rejected and the action will not run",
+                data={"queue": approval.queue.name, "expires_at": approval.expires_at.isoformat()},
+            )
+            record_approval(approval.pk)  # monitoring rollups, in the same transaction
+            _after_commit_task(approval_escalation_notify, approval.pk, "expired")
+            expired += 1
+    return expired
+
+
+def approvals_renotify(*, now=None) -> int:
+    """Re-send notifications whose Celery message was lost (broker down when the approval opened)."""
+    from .tasks import approval_notify
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.STEWARD_REVIEW_NOTIFY_AFTER_S)
+    stale = list(Approval.objects.filter(status=ApprovalStatus.PENDING, notified_at__isnull=True,
+                                         created_at__lt=cutoff).values_list("id", flat=True)[:BATCH])
+    for approval_id in stale:
+        _send_task(approval_notify, approval_id)
+    return len(stale)
+
+
+def email_links_purge(*, now=None) -> int:
+    """Forget email links a day past their expiry: they can no longer be used anyway."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.STEWARD_EMAIL_LINK_MAX_AGE_S) - timedelta(days=1)
+    return EmailLink.objects.filter(created_at__lt=cutoff).delete()[0]
+
+
+def approvals_sweep(*, now=None) -> dict:
+    """Everything the review sweep does, in order; returns counts for logs and tests."""
+    now = now or timezone.now()
+    report = {
+        "expired": approvals_expire(now=now),
+        "escalated": approvals_escalate(now=now),
+        "renotified": approvals_renotify(now=now),
+        "links_purged": email_links_purge(now=now),
+    }
+    if any(report.values()):
+        log.info("Review sweep: %s", report)
+    return report
+
+
+def _send_task(task, *args) -> None:
+    """Enqueue a Celery task on the default queue; a broker outage is logged, not raised (the rows
+    are committed, and the review sweep re-sends what was not done)."""
+    try:
+        task.apply_async(args=list(args), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    except Exception:  # noqa: BLE001 - logged; notifications are best effort past this point
+        log.exception("Could not reach the broker for %s%s", task.name, args)
+
+
+def _after_commit_task(task, *args) -> None:
+    transaction.on_commit(lambda: _send_task(task, *args))
+
+
+# --- Queue policy -----------------------------------------------------------------------------
+
+
+def queue_deadlines_apply(*, queue: Queue) -> int:
+    """After an admin changes a queue's SLA or expiry, pending approvals follow the new values
+    (counted from when each approval opened). Returns how many were updated."""
+    return Approval.objects.filter(queue=queue, status=ApprovalStatus.PENDING).update(
+        due_at=F("created_at") + timedelta(minutes=queue.sla_minutes),
+        expires_at=(F("created_at") + timedelta(minutes=queue.expiry_minutes)) if queue.expiry_minutes else None,
+    )

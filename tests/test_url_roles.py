@@ -48,6 +48,11 @@ EXPECTED: dict[str, dict] = {
     "bulk-retry-control": {"kind": "page", "methods": {"POST": STAFF}},
     "stuck-work": {"kind": "page", "methods": {"GET": STAFF}},
     "approval-decide": {"kind": "page", "methods": {"POST": DECIDERS}},
+    "review-inbox": {"kind": "page", "methods": {"GET": DECIDERS}},
+    "review-item": {"kind": "page", "methods": {"GET": DECIDERS}},
+    "review-decide": {"kind": "page", "methods": {"POST": DECIDERS}},
+    # Signed email links work without a session; a bad token is refused with 400 for everyone.
+    "review-link": {"kind": "open", "methods": {"GET": EVERYONE, "POST": EVERYONE}},
     "api-openapi": {"kind": "api", "methods": {"GET": TOKEN_HOLDERS}},
     "api-tasks": {"kind": "api", "methods": {"GET": ALL_ROLES, "POST": STAFF}},
     "api-task-detail": {"kind": "api", "methods": {"GET": ALL_ROLES}},
@@ -107,7 +112,7 @@ def world(outsider, reviewer_finance, operator, admin_user, make_task, make_appr
         "tokens": {role: api_token_create(user=user) for role, user in users.items()},
         "kwargs": {"task_id": task.pk, "approval_id": approval.pk, "dead_letter_id": dead_letter.pk,
                    "bulk_id": BulkRetry.objects.create(description="sample", total=0).pk,
-                   "slug": "completion"},
+                   "slug": "completion", "token": "not-a-signed-token"},
     }
 
 

@@ -1,0 +1,135 @@
+"""A new pending approval tells its queue: one email per reviewer (with their own links) and the
+queue's Teams and Slack webhooks, from a Celery task enqueued after commit."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from reviews.models import Approval, EmailLink, Queue
+from reviews.notifications import approval_notify
+from reviews.services import _send_task as real_send_task
+from reviews.services import approval_open
+
+
+class ChatSink:
+    """A loopback HTTP server that records each POST (path, headers, JSON body)."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.posts.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
+                status = 500 if self.path.startswith("/broken") else 200
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def chat_sink():
+    sink = ChatSink()
+    yield sink
+    sink.stop()
+
+
+ROUTE = {"queue": "finance_director", "rule": "Invoice amount > 10,000", "amount": "15400",
+         "requires_approval": True, "reasons": ["Rule \"Invoice amount > 10,000\" requires approval"],
+         "action_summary": "Send payment approval for invoice INV-9, $15,400, to finance_director"}
+
+
+def test_opening_a_pending_approval_enqueues_the_notification_after_commit(
+        db, make_task, django_capture_on_commit_callbacks, monkeypatch, settings):
+    sent = []
+    monkeypatch.setattr("reviews.tasks.approval_notify.apply_async",
+                        lambda args, queue: sent.append((args, queue)))
+    monkeypatch.setattr("reviews.services._send_task", real_send_task)  # to the broker, not inline
+    task = make_task(doc_type="Invoice", fields={"amount": 15400})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        approval = approval_open(task, ROUTE)
+        assert sent == []  # nothing leaves before the commit
+
+    assert sent == [([approval.pk], settings.CELERY_TASK_DEFAULT_QUEUE)]
+    assert approval.due_at is not None and approval.expires_at is None
+
+
+def test_auto_approved_actions_notify_nobody(db, make_task, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        approval_open(make_task(), {**ROUTE, "requires_approval": False, "reasons": []})
+    assert callbacks == []
+
+
+def test_each_reviewer_gets_their_own_links_and_the_chats_get_a_card(
+        db, reviewer_finance, admin_user, make_task, make_approval, mailoutbox, chat_sink, settings):
+    settings.STEWARD_BASE_URL = "https://steward.example.com"
+    colleague = admin_user
+    Queue.objects.filter(name="finance_director").update(
+        teams_webhook_url=f"{chat_sink.url}/teams", slack_webhook_url=f"{chat_sink.url}/slack")
+    Queue.objects.get(name="finance_director").reviewers.add(colleague)
+    approval = make_approval(make_task(doc_type="Invoice"), "finance_director",
+                             action_summary=ROUTE["action_summary"], reasons=ROUTE["reasons"])
+
+    result = approval_notify(approval_id=approval.pk)
+
+    assert sorted(m.to[0] for m in mailoutbox) == ["adam@example.com", "alice@example.com"]
+    alice_mail = next(m for m in mailoutbox if m.to == ["alice@example.com"])
+    assert alice_mail.subject.startswith("[Steward] Approval needed (finance_director): Send payment approval")
+    assert "https://steward.example.com/reviews/link/" in alice_mail.body
+    assert "?action=reject" in alice_mail.body
+    assert f"https://steward.example.com/reviews/approvals/{approval.pk}/" in alice_mail.body
+    assert EmailLink.objects.filter(approval=approval).count() == 2
+    links = {m.to[0]: m.body.split("Approve:\n")[1].split("\n")[0] for m in mailoutbox}
+    assert links["alice@example.com"] != links["adam@example.com"]
+
+    paths = sorted(post["path"] for post in chat_sink.posts)
+    assert paths == ["/slack", "/teams"]
+    slack = next(p for p in chat_sink.posts if p["path"] == "/slack")["json"]
+    assert "*Approval needed in finance_director*" in slack["text"]
+    assert f"https://steward.example.com/reviews/approvals/{approval.pk}/" in slack["text"]
+    teams = next(p for p in chat_sink.posts if p["path"] == "/teams")["json"]
+    assert teams["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert result["webhooks"] == {"teams": 200, "slack": 200}
+    assert Approval.objects.get(pk=approval.pk).notified_at is not None
+
+    # A redelivered message sends nothing twice.
+    assert approval_notify(approval_id=approval.pk)["skipped"]
+    assert len(mailoutbox) == 2 and len(chat_sink.posts) == 2
+
+
+def test_a_broken_webhook_does_not_stop_the_email(db, reviewer_finance, make_task, make_approval, mailoutbox,
+                                                  chat_sink):
+    Queue.objects.filter(name="finance_director").update(slack_webhook_url=f"{chat_sink.url}/broken")
+    approval = make_approval(make_task(), "finance_director")
+
+    result = approval_notify(approval_id=approval.pk)
+
+    assert len(mailoutbox) == 1
+    assert result["webhooks"]["slack"].startswith("failed: Webhook answered 500")
+    assert Approval.objects.get(pk=approval.pk).notified_at is not None
+
+
+def test_decided_approvals_and_silent_queues_send_no_email(db, reviewer_finance, make_task, make_approval,
+                                                            mailoutbox):
+    decided = make_approval(make_task(), "finance_director", status="approved")
+    assert approval_notify(approval_id=decided.pk)["skipped"]
+    Queue.objects.filter(name="finance_director").update(notify_reviewers=False)
+    quiet = make_approval(make_task(), "finance_director")
+    approval_notify(approval_id=quiet.pk)
+    assert mailoutbox == []
