@@ -3,16 +3,19 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/steward_h5 DEBUG=1 python bench/charts.py
     python bench/charts.py --sizes 10000 100000 --repeat 9
 
-For each size: empty the database's tasks, steps, approvals and rollups; bulk-load tasks of five
+Each size gets its own database, named after DATABASE_URL's plus the size (steward_h5_10000,
+steward_h5_1000000), kept between runs (--reload to load again). For each: empty its tasks,
+steps, approvals and rollups; bulk-load tasks of five
 steps each (classify, extract, verify, route, act) spread over the last 30 days, with failures,
 retries, loops, approvals and rejections in realistic shares (COPY, so loading is not the
 bottleneck); build the rollups with the same rebuild the `rebuild_rollups` command runs; then
-time the charts page (24h, 7d, 30d) and /metrics through Django's full request stack (median of
---repeat runs after a warm-up). Prints both times and the ratio large/small; the target is
-<= 2: the charts and /metrics read rollups, whose size does not grow with the number of steps.
+time the charts page (24h, 7d, 30d) and /metrics through Django's full request stack, the two
+sizes alternating request by request (each timed request follows a warm-up one), and print the
+medians and the ratio large/small; the target is <= 2: the charts and /metrics read rollups,
+whose size does not grow with the number of steps.
 
-It deletes the data of the database it points at: it refuses any database whose name does not
-contain "bench" or "steward_h5" unless --yes is given.
+It deletes the data of the databases it uses: it refuses names that do not contain "bench" or
+"steward_h5" unless --yes is given.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/steward_h5")
 
 import django  # noqa: E402
+import psycopg  # noqa: E402
 
 django.setup()
 
@@ -50,6 +54,7 @@ from orchestrator.roles import api_token_create  # noqa: E402
 from reviews.models import Approval, Queue, RejectionReason  # noqa: E402
 
 STEPS_PER_TASK = 5
+BASE = dict(settings.DATABASES["default"])
 DAYS = 30
 DOC_TYPES = [("Invoice", 5), ("Contract", 2), ("Report", 1), ("Email", 2), ("Other", 1)]
 WORKERS = ("classify", "extract", "verify", "route", "act")
@@ -173,70 +178,97 @@ def load(steps_wanted: int, seed: int = 7) -> dict:
             "load_s": time.perf_counter() - started}
 
 
-def timed(client: Client, url: str, repeat: int, **headers) -> float:
-    """Median wall time of GET url in milliseconds, after one warm-up request."""
-    assert client.get(url, **headers).status_code == 200
-    runs = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        response = client.get(url, **headers)
-        runs.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200
-    return statistics.median(runs)
+def use_database(name: str) -> None:
+    """Point the default connection at another database (created when missing)."""
+    connection.close()
+    admin = psycopg.connect(host=BASE["HOST"] or "127.0.0.1", port=BASE["PORT"] or 5432, user=BASE["USER"],
+                            password=BASE["PASSWORD"] or None, dbname="postgres", autocommit=True)
+    if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+        admin.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    connection.settings_dict["NAME"] = name
+    clear_cache()
+
+
+def loaded_steps() -> int:
+    return Step.objects.count()
+
+
+def request_ms(client: Client, url: str, **headers) -> float:
+    started = time.perf_counter()
+    response = client.get(url, **headers)
+    elapsed = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, (url, response.status_code)
+    return elapsed
+
+
+URLS = {
+    "charts 24h": "/charts/?range=24h",
+    "charts 7d": "/charts/?range=7d",
+    "charts 30d": "/charts/?range=30d",
+    "charts 30d, filtered": "/charts/?range=30d&doc_type=Invoice&queue=finance_director",
+    "/metrics": "/metrics",
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[10_000, 1_000_000], metavar=("SMALL", "LARGE"))
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=15, help="requests per URL and size (median)")
+    parser.add_argument("--reload", action="store_true", help="load again even if a database holds the right size")
     parser.add_argument("--yes", action="store_true", help="allow any database name")
     args = parser.parse_args()
 
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
+    if BASE["ENGINE"] != "django.db.backends.postgresql":
         sys.exit("bench/charts.py runs on PostgreSQL: set DATABASE_URL=postgres://...")
-    if not args.yes and "bench" not in db["NAME"] and "steward_h5" not in db["NAME"]:
-        sys.exit(f"Refusing to empty database {db['NAME']!r}; pass --yes if that is what you want.")
+    if not args.yes and "bench" not in BASE["NAME"] and "steward_h5" not in BASE["NAME"]:
+        sys.exit(f"Refusing to empty databases named after {BASE['NAME']!r}; pass --yes if that is what you want.")
     settings.SECURE_COOKIES = settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
     settings.ALLOWED_HOSTS = ["*"]
-    call_command("migrate", verbosity=0)
-    operator, _ = User.objects.get_or_create(username="bench-operator")
-    operator.groups.add(Group.objects.get(name="operator"))
-    token = api_token_create(user=operator)
-    page = Client()
-    page.force_login(operator)
-    print(f"PostgreSQL database {db['NAME']}; medians of {args.repeat} requests after a warm-up\n")
 
-    results = {}
-    for size in args.sizes:
-        loaded = load(size)
-        started = time.perf_counter()
-        rebuilt = rollups_rebuild()
-        rebuild_s = time.perf_counter() - started
-        clear_cache()
-        times = {
-            "charts 24h": timed(page, "/charts/?range=24h", args.repeat),
-            "charts 7d": timed(page, "/charts/?range=7d", args.repeat),
-            "charts 30d": timed(page, "/charts/?range=30d", args.repeat),
-            "charts 30d, filtered": timed(page, "/charts/?range=30d&doc_type=Invoice&queue=finance_director",
-                                          args.repeat),
-            "/metrics": timed(Client(), "/metrics", args.repeat, HTTP_AUTHORIZATION=f"Bearer {token}"),
-        }
-        results[size] = times
-        print(f"{loaded['steps']:>9,} steps, {loaded['tasks']:,} tasks, {loaded['approvals']:,} approvals: "
-              f"loaded in {loaded['load_s']:.1f} s; rollups rebuilt in {rebuild_s:.1f} s "
-              f"({rebuilt['rollup_rows']:,} rollup rows)")
-        for name, ms in times.items():
-            print(f"    {name:<22} {ms:8.1f} ms")
-        print()
+    # One database per size, so that the requests of both sizes can alternate: load on a shared
+    # machine then weighs on both alike, instead of on whichever size ran at a busy moment.
+    sizes = {size: f"{BASE['NAME']}_{size}" for size in args.sizes}
+    clients = {}
+    for size, name in sizes.items():
+        use_database(name)
+        call_command("migrate", verbosity=0)
+        if args.reload or abs(loaded_steps() - size) > STEPS_PER_TASK:
+            loaded = load(size)
+            started = time.perf_counter()
+            rebuilt = rollups_rebuild()
+            print(f"{name}: {loaded['steps']:,} steps, {loaded['tasks']:,} tasks, {loaded['approvals']:,} "
+                  f"approvals loaded in {loaded['load_s']:.1f} s; rollups rebuilt in "
+                  f"{time.perf_counter() - started:.1f} s ({rebuilt['rollup_rows']:,} rollup rows)")
+        else:
+            print(f"{name}: reusing {loaded_steps():,} steps (--reload to load again)")
+        operator, _ = User.objects.get_or_create(username="bench-operator")
+        operator.groups.add(Group.objects.get(name="operator"))
+        page = Client()
+        page.force_login(operator)
+        clients[size] = (page, Client(), api_token_create(user=operator))
+
+    runs: dict[int, dict[str, list[float]]] = {size: {name: [] for name in URLS} for size in sizes}
+    for _ in range(args.repeat):
+        for size, name in sizes.items():
+            use_database(name)
+            page, anonymous, token = clients[size]
+            for label, url in URLS.items():
+                if label == "/metrics":
+                    request_ms(anonymous, url, HTTP_AUTHORIZATION=f"Bearer {token}")  # warm-up (new connection)
+                    runs[size][label].append(request_ms(anonymous, url, HTTP_AUTHORIZATION=f"Bearer {token}"))
+                else:
+                    request_ms(page, url)
+                    runs[size][label].append(request_ms(page, url))
 
     small, large = args.sizes
+    print(f"\nPostgreSQL; median of {args.repeat} requests per URL and size, the sizes alternating\n")
     print(f"{'':<22} {small:>10,} {large:>12,}   ratio (target <= 2)")
     worst = 0.0
-    for name in results[small]:
-        ratio = results[large][name] / results[small][name]
-        worst = max(worst, ratio)
-        print(f"{name:<22} {results[small][name]:>8.1f}ms {results[large][name]:>10.1f}ms   {ratio:5.2f}")
+    for label in URLS:
+        a, b = statistics.median(runs[small][label]), statistics.median(runs[large][label])
+        worst = max(worst, b / a)
+        print(f"{label:<22} {a:>8.1f}ms {b:>10.1f}ms   {b / a:5.2f}")
     print(f"\nWorst ratio {worst:.2f}: {'within' if worst <= 2 else 'ABOVE'} the target of 2")
 
 
