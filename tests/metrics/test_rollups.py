@@ -66,3 +66,26 @@ def test_wasted_spend_never_counts_a_cent_twice(scenario):
         c=Sum("work_cost_usd"))["c"]
     losers = (scenario.large, scenario.looping, scenario.filtered)
     assert failed + work == sum((t.cost_usd for t in losers), Decimal(0))
+
+
+def test_an_expired_approval_counts_as_a_rejection_of_its_task(make_task, make_approval, operator):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reviews.services import approvals_expire
+
+    task = make_task(status="awaiting_approval", doc_type="Invoice", routed_to="finance_director", tool_calls=4)
+    approval = make_approval(task, "finance_director", expires_at=timezone.now() - timedelta(minutes=1))
+    ApprovalRollupRows = ApprovalRollup.objects.filter(bucket=ALL_TIME)
+
+    assert approvals_expire() == 1
+
+    approval.refresh_from_db()
+    assert approval.status == "expired"
+    assert [(r.queue, r.decision, r.approvals) for r in ApprovalRollupRows] == [("finance_director", "expired", 1)]
+    outcome = TaskRollup.objects.get(bucket=ALL_TIME)
+    assert (outcome.outcome, outcome.queue, outcome.tasks, outcome.tool_calls) == ("rejected", "finance_director", 1, 4)
+    live = rollup_snapshot()
+    call_command("rebuild_rollups", verbosity=0)
+    assert rollup_snapshot() == live
