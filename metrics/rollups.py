@@ -257,16 +257,16 @@ def record_approval(approval_id: int) -> None:
 def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
     """Recompute every rollup from steps, tasks and approvals (after an upgrade, or to repair).
 
-    Steps: read the tasks' dimensions; walk the steps in id order keeping each task's running
-    totals (a dead-lettered step is that task's dead-letter outcome, with the totals so far);
-    add each completed task's outcome and every decided approval (and rejection); replace the
-    rollup tables' contents in one transaction.
+    Steps: read the tasks' dimensions and totals; walk the steps in id order keeping each task's
+    running totals (a dead-lettered step is that task's dead-letter outcome, with the totals so
+    far); add each completed task's outcome and every decided approval (and rejection) with the
+    task's own totals; replace the rollup tables' contents in one transaction.
     """
     from orchestrator.models import DeadLetter, Step, Task
     from reviews.models import Approval
 
     tasks: dict[int, dict] = {
-        row["id"]: row for row in Task.objects.values("id", "status", "doc_type", "routed_to", "finished_at")
+        row["id"]: row for row in Task.objects.values("id", "status", "finished_at", *TASK_FIELDS)
         .iterator(chunk_size=chunk_size)
     }
     human = set(Approval.objects.filter(decided_by__isnull=False).values_list("task_id", flat=True))
@@ -290,18 +290,17 @@ def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
                      work_cost=totals["work"])
     for task_id, task in tasks.items():
         if task["status"] == "completed":
-            totals = running.get(task_id) or _no_totals()
-            add_task(acc, _task_values(task, totals), outcome="completed", at=task["finished_at"],
-                     human=task_id in human, work_cost=totals["work"])
+            # A finished task's own totals are final (the same the live path read from it).
+            work = (running.get(task_id) or _no_totals())["work"]
+            add_task(acc, task, outcome="completed", at=task["finished_at"], human=task_id in human, work_cost=work)
     approvals = 0
     for approval in Approval.objects.exclude(status="pending").select_related("queue", "task", "rejection_reason") \
             .iterator(chunk_size=chunk_size):
         approvals += 1
         add_approval(acc, _approval_values(approval))
         if approval.status in ("rejected", "expired"):
-            totals = running.get(approval.task_id) or _no_totals()
-            add_task(acc, _task_values(tasks[approval.task_id], totals), outcome="rejected",
-                     at=approval.decided_at, work_cost=totals["work"])
+            work = (running.get(approval.task_id) or _no_totals())["work"]
+            add_task(acc, tasks[approval.task_id], outcome="rejected", at=approval.decided_at, work_cost=work)
     with transaction.atomic():
         for model in ROLLUPS:
             model.objects.all().delete()
