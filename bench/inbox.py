@@ -1,20 +1,21 @@
 """Benchmark: the review inbox and a decision with 100 and with 100,000 pending approvals.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/steward SECRET_KEY=bench \
-        .venv/bin/python bench/inbox.py [--sizes 100,100000] [--runs 30]
+        .venv/bin/python bench/inbox.py [--sizes 100,100000] [--runs 30] [--explain]
 
-Runs against a scratch database next to DATABASE_URL's (Django's test database, `test_<name>`,
-created, migrated and dropped by this script), so it never touches real data. PostgreSQL is the
-point (SQLite works, for a quick look). Rows are bulk-inserted; pending approvals are spread over
-the three seeded queues, the reviewer belongs to two of them, and a tenth are past their SLA.
+Each size gets a scratch database next to DATABASE_URL's (`test_<name>_inbox_<size>`, created,
+migrated and dropped by this script), so it never touches real data. PostgreSQL is the point
+(SQLite works, for a quick look). Rows are bulk-inserted; pending approvals are spread over the
+three seeded queues, the reviewer belongs to two of them, and a tenth are past their SLA.
 
 Measures, in this process through Django's test client (server time: middleware, views, queries,
-templates; no network):
+templates; no network), the sizes alternating round by round so that load on a shared machine
+weighs on both alike:
 - the inbox's first page (50 rows, oldest first), a page deep in the backlog (keyset cursor),
   and the 10-second counts refresh;
 - a decision (POST approve, answered with a redirect to the next item);
-and prints the median and p95 of each, the queries per request, and the ratio of 100,000 to 100
-(targets: ratio <= 1.3, queries per inbox page <= 8).
+and prints the minimum, median and p95 of each, the queries per request, and the ratio of the
+largest size to the smallest (targets: ratio <= 1.3, queries per inbox page <= 8).
 """
 from __future__ import annotations
 
@@ -51,8 +52,6 @@ def populate(n: int, reviewer: User) -> list[int]:
     from orchestrator.models import Task
     from reviews.models import Approval, Queue
 
-    Approval.objects.all().delete()
-    Task.objects.all().delete()
     queues = list(Queue.objects.order_by("name"))
     now = timezone.now()
     start = now - timedelta(days=3)
@@ -98,19 +97,14 @@ def populate(n: int, reviewer: User) -> list[int]:
                 .values_list("id", flat=True))
 
 
-def timed(call, runs: int) -> tuple[list[float], int]:
-    """Milliseconds of each run, and the queries of the last one."""
-    call()  # warm up: connections, template caches
-    times = []
-    queries = 0
-    for _ in range(runs):
-        with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
-            response = call()
-            times.append((time.perf_counter() - started) * 1000)
-        assert response.status_code in (200, 302), response.status_code
-        queries = len(captured)
-    return times, queries
+def timed_ms(call) -> tuple[float, int]:
+    """Milliseconds of one request, and its number of queries."""
+    with CaptureQueriesContext(connection) as captured:
+        started = time.perf_counter()
+        response = call()
+        elapsed = (time.perf_counter() - started) * 1000
+    assert response.status_code in (200, 302), response.status_code
+    return elapsed, len(captured)
 
 
 def p95(values: list[float]) -> float:
@@ -118,96 +112,133 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def measure(n: int, runs: int, reviewer: User, explain: bool = False) -> dict:
-    from reviews.selectors import Cursor
-    from reviews.models import Approval
+def use_database(name: str) -> None:
+    """Point the default connection at another scratch database, connected before any timing."""
+    connection.close()
+    connection.settings_dict["NAME"] = name
+    connection.ensure_connection()
 
-    started = time.perf_counter()
-    mine = populate(n, reviewer)
-    setup_s = time.perf_counter() - started
-    client = Client()
-    client.force_login(reviewer)
-    # Deep in the backlog, with at least a full page after it, so both sizes render 50 rows.
-    middle = Approval.objects.get(pk=mine[min(len(mine) // 2, len(mine) - 52)])
-    deep = f"/reviews/?after={Cursor.of(middle).encode()}"
 
-    results = {"n": n, "setup_s": setup_s, "mine": len(mine)}
-    if explain and connection.vendor == "postgresql":
-        from reviews.selectors import inbox_queryset, review_queues
+def scratch_database(size: int, base_name: str) -> str:
+    """Create and migrate the scratch database of one size; returns its name."""
+    connection.close()
+    connection.settings_dict["NAME"] = base_name
+    if connection.vendor == "sqlite":
+        test_name = str(Path(settings.VAR_DIR) / f"bench-inbox-{size}.sqlite3")
+    else:
+        test_name = f"test_{base_name}_inbox_{size}"
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = test_name
+    return connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
 
-        queue_ids = list(review_queues(reviewer).values_list("id", flat=True))
-        for label, after in (("first page", None), ("deep page", Cursor.of(middle))):
-            print(f"  plan of the {label}:")
-            print("    " + inbox_queryset(queue_ids, after)[:51].explain(analyze=True).replace("\n", "\n    "))
-    for name, call in (
-        ("inbox", lambda: client.get("/reviews/")),
-        ("inbox_deep", lambda: client.get(deep)),
-        ("counts", lambda: client.get("/reviews/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="inbox-counts")),
-    ):
-        results[name] = timed(call, runs)
 
-    # Decisions: the oldest ones, each once (a decision cannot be repeated).
-    to_decide = iter(mine[: runs + 1])
-    results["decide"] = timed(
-        lambda: client.post(f"/reviews/approvals/{next(to_decide)}/decide", {"decision": "approve"}), runs)
-    return results
+class Size:
+    """One backlog size: its database, its reviewer's client and the approvals left to decide."""
+
+    def __init__(self, n: int, database: str, explain: bool) -> None:
+        from reviews.models import Approval, Queue
+        from reviews.selectors import Cursor
+
+        self.n, self.database = n, database
+        use_database(database)
+        reviewer = User.objects.create_user("bench-reviewer", "bench@example.com", "x")
+        reviewer.groups.add(Group.objects.get(name="reviewer"))
+        for name in ("finance_director", "standard_queue"):
+            Queue.objects.get(name=name).reviewers.add(reviewer)
+        started = time.perf_counter()
+        mine = populate(n, reviewer)
+        self.setup_s, self.mine = time.perf_counter() - started, len(mine)
+        self.client = Client()
+        self.client.force_login(reviewer)
+        # Deep in the backlog, with at least a full page after it, so both sizes render 50 rows.
+        middle = Approval.objects.get(pk=mine[min(len(mine) // 2, len(mine) - 52)])
+        self.deep = f"/reviews/?after={Cursor.of(middle).encode()}"
+        self.to_decide = iter(mine)  # oldest first; each is decided once
+        self.times: dict[str, list[float]] = {name: [] for name in REQUESTS}
+        self.queries: dict[str, int] = {}
+        if explain and connection.vendor == "postgresql":
+            from reviews.selectors import inbox_queryset, review_queues
+
+            queue_ids = list(review_queues(reviewer).values_list("id", flat=True))
+            for label, after in (("first page", None), ("deep page", Cursor.of(middle))):
+                print(f"  plan of the {label}:")
+                print("    " + inbox_queryset(queue_ids, after)[:51].explain(analyze=True).replace("\n", "\n    "))
+
+    def call(self, name: str):
+        if name == "inbox":
+            return self.client.get("/reviews/")
+        if name == "inbox_deep":
+            return self.client.get(self.deep)
+        if name == "counts":
+            return self.client.get("/reviews/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="inbox-counts")
+        return self.client.post(f"/reviews/approvals/{next(self.to_decide)}/decide", {"decision": "approve"})
+
+    def round(self, names: tuple[str, ...], record: bool) -> None:
+        use_database(self.database)
+        for name in names:
+            elapsed, queries = timed_ms(lambda: self.call(name))
+            if record:
+                self.times[name].append(elapsed)
+                self.queries[name] = queries
+
+
+REQUESTS = ("inbox", "inbox_deep", "counts", "decide")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,100000", help="pending approvals, comma-separated")
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=30, help="timed requests of each kind and size")
     parser.add_argument("--explain", action="store_true", help="print the inbox queries' plans (PostgreSQL)")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    counts = [int(s) for s in args.sizes.split(",")]
 
     setup_test_environment()
     # Celery: the act step's wake-ups after each decision go nowhere in this benchmark.
     from reviews import services
     services.send_wakeup = lambda *a, **k: None
 
-    old_name = connection.settings_dict["NAME"]
-    test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
-    print(f"Scratch database: {test_db} ({connection.vendor})", flush=True)
+    base_name = connection.settings_dict["NAME"]
+    sizes: list[Size] = []
     try:
-        from reviews.models import Queue
-
-        reviewer = User.objects.create_user("bench-reviewer", "bench@example.com", "x")
-        reviewer.groups.add(Group.objects.get(name="reviewer"))
-        for name in ("finance_director", "standard_queue"):
-            Queue.objects.get(name=name).reviewers.add(reviewer)
-
-        rows = []
-        for n in sizes:
-            print(f"Populating {n:,} pending approvals...", flush=True)
-            result = measure(n, args.runs, reviewer, explain=args.explain)
-            print(f"  done in {result['setup_s']:.1f} s; {result['mine']:,} in the reviewer's queues", flush=True)
-            rows.append(result)
+        for n in counts:
+            database = scratch_database(n, base_name)
+            print(f"Scratch database {database} ({connection.vendor}): populating {n:,} pending approvals...",
+                  flush=True)
+            size = Size(n, database, args.explain)
+            sizes.append(size)
+            print(f"  done in {size.setup_s:.1f} s; {size.mine:,} in the reviewer's queues", flush=True)
+        # The sizes alternate round by round, so that load on a shared machine weighs on both alike.
+        # Pages first, then decisions, so that every page is timed with the whole backlog.
+        for names in (REQUESTS[:3], REQUESTS[3:]):
+            for size in sizes:
+                size.round(names, record=False)  # warm up: caches, the first query plans
+            for _ in range(args.runs):
+                for size in sizes:
+                    size.round(names, record=True)
     finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+        for size in sizes:
+            connection.close()
+            connection.settings_dict["NAME"] = size.database
+            connection.creation.destroy_test_db(base_name, verbosity=0)
 
     print()
     print(f"{'pending':>9} | {'request':<11} | {'min ms':>7} | {'median ms':>9} | {'p95 ms':>7} | {'queries':>7}")
     print("-" * 66)
-    for result in rows:
-        for name in ("inbox", "inbox_deep", "counts", "decide"):
-            times, queries = result[name]
-            print(f"{result['n']:>9,} | {name:<11} | {min(times):>7.2f} | {statistics.median(times):>9.2f} | "
-                  f"{p95(times):>7.2f} | {queries:>7}")
-    if len(rows) >= 2:
-        small, large = rows[0], rows[-1]
+    for size in sizes:
+        for name in REQUESTS:
+            times = size.times[name]
+            print(f"{size.n:>9,} | {name:<11} | {min(times):>7.2f} | {statistics.median(times):>9.2f} | "
+                  f"{p95(times):>7.2f} | {size.queries[name]:>7}")
+    if len(sizes) >= 2:
+        small, large = sizes[0], sizes[-1]
         print()
-        print(f"Ratio {large['n']:,} / {small['n']:,} pending (server time; target <= {TARGET_RATIO}). The minimum")
-        print("is the steadier figure on a shared machine; the median is the one the target is for.")
-        for name in ("inbox", "inbox_deep", "counts", "decide"):
-            ratio = statistics.median(large[name][0]) / statistics.median(small[name][0])
-            fastest = min(large[name][0]) / min(small[name][0])
-            print(f"  {name:<11} median {ratio:.2f} {'ok' if ratio <= TARGET_RATIO else 'OVER TARGET':<11}"
-                  f" min {fastest:.2f}")
-        most_queries = max(r[name][1] for r in rows for name in ("inbox", "inbox_deep"))
-        print(f"Queries per inbox page: {most_queries} (target <= {TARGET_QUERIES}): "
-              f"{'ok' if most_queries <= TARGET_QUERIES else 'OVER TARGET'}")
-    print(f"Database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}")
+        print(f"Ratio {large.n:,} / {small.n:,} pending, median server time (target <= {TARGET_RATIO}):")
+        for name in REQUESTS:
+            ratio = statistics.median(large.times[name]) / statistics.median(small.times[name])
+            print(f"  {name:<11} {ratio:.2f}  {'ok' if ratio <= TARGET_RATIO else 'OVER TARGET'}")
+        most = max(size.queries[name] for size in sizes for name in ("inbox", "inbox_deep"))
+        print(f"Queries per inbox page: {most} (target <= {TARGET_QUERIES}): "
+              f"{'ok' if most <= TARGET_QUERIES else 'OVER TARGET'}")
 
 
 if __name__ == "__main__":
