@@ -90,7 +90,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @role_required(REVIEWER, OPERATOR, ADMIN)
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("task-list")
+    """Reviewers start at what waits for them; operators and admins at the pipeline."""
+    if has_role(request.user, OPERATOR, ADMIN):
+        return redirect("task-list")
+    return redirect("review-inbox")
 
 
 # --- Tasks ------------------------------------------------------------------------------------

@@ -45,6 +45,12 @@ def test_home_redirects_to_the_task_list(operator, client_for):
     assert response["Location"] == "/tasks/"
 
 
+def test_home_takes_a_reviewer_to_the_review_inbox(reviewer_finance, client_for):
+    response = client_for(reviewer_finance).get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/reviews/"
+
+
 def test_operator_sees_every_task(operator, client_for, make_task, make_approval):
     task = finance_task(make_task, make_approval, filename="northwind.txt")
     other = make_task(filename="unrouted.txt")
