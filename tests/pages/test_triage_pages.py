@@ -251,3 +251,12 @@ def test_stuck_work_shows_owners_and_the_sweepers_actions(operator, client_for, 
     assert "host-a:123:worker" in page and "expired" in page and "a broker message" in page
     assert "no worker picked up its message" in page and "requeued" in page and "It last ran" in page
     assert Step.objects.count() == 0 and DeadLetter.objects.count() == 0
+
+
+def test_the_task_page_links_operators_to_triage(operator, reviewer_finance, client_for, make_task, make_dead_letter,
+                                                 make_approval):
+    task = make_task()
+    letter = make_dead_letter(task)
+    make_approval(task, "finance_director")
+    assert f'href="/dead-letters/{letter.pk}/"' in client_for(operator).get(f"/tasks/{task.pk}/").text
+    assert f'href="/dead-letters/{letter.pk}/"' not in client_for(reviewer_finance).get(f"/tasks/{task.pk}/").text
