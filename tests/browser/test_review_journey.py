@@ -86,13 +86,11 @@ def test_a_reviewer_works_through_the_inbox_and_an_email(plain_http, live_server
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(15_000)
 
-    # Log in and open the inbox: four items, oldest first.
+    # Log in: a reviewer lands in the review inbox, four items, oldest first.
     page.goto(f"{live_server.url}/login/")
     page.fill("#id_username", "alice")
     page.fill("#id_password", "pw-alice")
     page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/tasks/$"))
-    page.click("nav >> text=Inbox")
     page.wait_for_url(re.compile(r"/reviews/$"))
     assert page.locator("tr.inbox-row").count() == 4
     assert page.locator("#pending-total").inner_text() == "4"
