@@ -1,9 +1,12 @@
 from django.contrib import admin
 
-from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin
+from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
 from reviews.impact import impact_of_rule
 
-from .models import ApiToken, Budget, DeadLetter, ModelPrice, RoutingRule, Step, Task, WorkerConfig
+from .models import (
+    ApiToken, Budget, BulkRetry, BulkRetryItem, DeadLetter, ModelPrice, OperatorAction, RoutingRule, Step, SweepAction,
+    SweepRun, Task, WorkerConfig,
+)
 
 
 @admin.register(RoutingRule)
@@ -21,18 +24,18 @@ class RoutingRuleAdmin(ImpactPreviewAdmin, AuditedAdmin):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(AuditedAdmin):
     list_display = ("name", "max_llm_calls", "max_tool_calls", "max_tokens", "max_cost_usd", "active")
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(AuditedAdmin):
     list_display = ("model", "input_per_1m", "cached_input_per_1m", "output_per_1m", "effective_from")
     list_filter = ("model",)
 
 
 @admin.register(WorkerConfig)
-class WorkerConfigAdmin(admin.ModelAdmin):
+class WorkerConfigAdmin(AuditedAdmin):
     list_display = ("worker", "model", "version", "max_retries", "timeout_s", "updated_at")
 
 
@@ -63,3 +66,46 @@ class DeadLetterAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "created_at", "last_used_at")
     readonly_fields = ("key_hash", "prefix", "created_at", "last_used_at")
+
+
+# --- History: operators' actions, bulk retries and the sweeper's log (read-only) -------------
+
+
+@admin.register(OperatorAction)
+class OperatorActionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "action", "dead_letter", "task")
+    list_filter = ("action",)
+    date_hierarchy = "created_at"
+
+
+class BulkRetryItemInline(admin.TabularInline):
+    model = BulkRetryItem
+    fields = ("dead_letter", "task", "status", "note", "enqueued_at", "finished_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(BulkRetry)
+class BulkRetryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "description", "status", "total", "enqueued", "succeeded", "failed_again", "created_by",
+                    "created_at")
+    list_filter = ("status",)
+    inlines = [BulkRetryItemInline]
+
+
+class SweepActionInline(admin.TabularInline):
+    model = SweepAction
+    fields = ("task", "action", "reason", "step", "lease_owner", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(SweepRun)
+class SweepRunAdmin(ReadOnlyAdmin):
+    list_display = ("started_at", "finished_at", "actions_count")
+    date_hierarchy = "started_at"
+    inlines = [SweepActionInline]

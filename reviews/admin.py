@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .admin_tools import AuditedAdmin, ImpactPreviewAdmin
+from .admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
 from .impact import impact_of_policy
 from .models import Approval, AuditEvent, AutoApprovePolicy, Queue, RejectionReason
 from .services import queue_deadlines_apply
@@ -54,18 +54,9 @@ class ApprovalAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "actor_name", "action", "summary", "task")
     list_filter = ("action", "object_type")
     search_fields = ("summary", "actor_name", "object_repr")
     date_hierarchy = "created_at"
     list_select_related = ("task",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -3,6 +3,7 @@ routing rules):
 
 - AuditedAdmin: every add, change and delete leaves an AuditEvent with the values before and
   after, and who did it (Django's own admin history only says "Changed value").
+- ReadOnlyAdmin: records that are history (audit trails, logs): viewable, never edited or deleted.
 - ImpactPreviewAdmin: saving a change that affects routing first shows how the last 1,000 routed
   tasks would route under the new values compared with now, with a button to save it for real.
 """
@@ -23,6 +24,17 @@ def _before_store(request) -> dict:
     if not hasattr(request, "_audit_before"):
         request._audit_before = {}
     return request._audit_before
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class AuditedAdmin(admin.ModelAdmin):
