@@ -58,8 +58,12 @@ def dead_letter_json(dead_letter: DeadLetter, *, traceback: bool = False) -> dic
         "message": dead_letter.message,
         "attempts": dead_letter.attempts,
         "fingerprint": dead_letter.fingerprint,
+        "doc_type": dead_letter.doc_type or None,
+        "queue": dead_letter.queue or None,
         "status": dead_letter.status,
         "evidence": dead_letter.evidence,
+        "edits": dead_letter.edits,
+        "resolution_note": dead_letter.resolution_note,
         "created_at": _iso(dead_letter.created_at),
         "resolved_at": _iso(dead_letter.resolved_at),
     }

@@ -137,7 +137,10 @@ def document(server_url: str) -> dict:
                 "DeadLetter": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "task_id": {"type": "integer"}, "worker": {"type": "string"},
                     "error_type": {"type": "string"}, "message": {"type": "string"}, "attempts": {"type": "integer"},
-                    "fingerprint": {"type": "string"}, "status": {"type": "string"}}},
+                    "fingerprint": {"type": "string"}, "status": {"type": "string"},
+                    "doc_type": {"type": ["string", "null"]}, "queue": {"type": ["string", "null"]},
+                    "edits": {"type": "object", "description": "Operator's edits before a retry, originals kept"},
+                    "resolution_note": {"type": "string"}}},
             },
         },
     }

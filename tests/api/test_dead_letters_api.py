@@ -73,3 +73,20 @@ def test_retry_unknown_dead_letter_is_404(operator):
 
 def test_retry_needs_post(operator, dead):
     assert api(operator).get(f"/api/v1/dead-letters/{dead.pk}/retry").status_code == 405
+
+
+def test_dead_letter_shows_its_doc_type_and_queue(db, operator, make_task):
+    from django.test import Client
+
+    from orchestrator.models import DeadLetter
+    from orchestrator.roles import api_token_create
+
+    task = make_task(status="dead_lettered", doc_type="Invoice", routed_to="finance_director")
+    DeadLetter.objects.create(task=task, worker="verify", error_type="ToolLoop", message="loop", fingerprint="f" * 32,
+                              doc_type="Invoice", queue="finance_director")
+
+    body = Client().get("/api/v1/dead-letters", HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=operator)}").json()
+
+    assert body["results"][0]["doc_type"] == "Invoice"
+    assert body["results"][0]["queue"] == "finance_director"
+    assert body["results"][0]["edits"] == {}
