@@ -21,7 +21,7 @@ from django.utils.safestring import SafeString
 from . import histograms as h
 from . import svg
 from .models import ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
-from .rollups import LOOP_ERROR_TYPES
+from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_DAYS = 366
@@ -170,7 +170,8 @@ def _share(part: float, whole: float) -> float | None:
 def chart_completion(f: Filters) -> Chart:
     periods = f.periods()
     totals = [[0, 0, 0] for _ in periods]  # outcomes, completed without a person, completed with one
-    for row in f.tasks().values("bucket", "outcome", "human").annotate(n=Sum("tasks")):
+    # "discarded" closes a task already counted as dead_lettered (rollups.py): not a second outcome.
+    for row in f.tasks().exclude(outcome="discarded").values("bucket", "outcome", "human").annotate(n=Sum("tasks")):
         i = f.period_of(row["bucket"])
         if not 0 <= i < len(periods):
             continue
@@ -254,6 +255,7 @@ def chart_tool_calls(f: Filters) -> Chart:
         markers.append((_position(budget.max_tool_calls, bins), f"budget {budget.max_tool_calls}"))
         notes.append(f"Budget: at most {budget.max_tool_calls} tool calls per task.")
     loops = f.steps().filter(outcome="dead_lettered", error_type__in=LOOP_ERROR_TYPES).aggregate(n=Sum("steps"))["n"] or 0
+    loops += _stepless_letters(f).filter(label__in=LOOP_ERROR_TYPES).aggregate(n=Sum("count"))["n"] or 0
     notes.append(f"Tasks stopped as loops in this range: {loops}.")
     rows = [[label, value] for label, value in zip(labels, values)]
     return Chart("tool-calls", "Tool calls per task",
@@ -274,17 +276,34 @@ def _position(limit: float, bins: list[int]) -> float:
     return index + (0.5 if index < len(bounds) and bounds[index] == limit else 0)
 
 
+def _stepless_letters(f: Filters) -> QuerySet:
+    """The counter rows of dead letters made without a failing step (the sweeper's Orphaned)."""
+    qs = HistogramRollup.objects.filter(metric=DEAD_LETTERS_NO_STEP, period=f.granularity, bucket__gte=f.start,
+                                        bucket__lt=f.end)
+    if f.doc_type:
+        qs = qs.filter(doc_type=f.doc_type)
+    if f.worker:
+        qs = qs.filter(worker=f.worker)
+    return qs
+
+
 def chart_dead_letters(f: Filters) -> Chart:
-    data = list(f.steps().filter(outcome="dead_lettered").values("error_type", "worker").annotate(n=Sum("steps"))
-                .order_by("-n", "error_type", "worker"))
+    counts: dict[tuple, int] = {}
+    for r in f.steps().filter(outcome="dead_lettered").values("error_type", "worker").annotate(n=Sum("steps")):
+        counts[(r["error_type"], r["worker"])] = counts.get((r["error_type"], r["worker"]), 0) + r["n"]
+    for r in _stepless_letters(f).values("label", "worker").annotate(n=Sum("count")):
+        counts[(r["label"], r["worker"])] = counts.get((r["label"], r["worker"]), 0) + r["n"]
+    data = [{"error_type": k[0], "worker": k[1], "n": n}
+            for k, n in sorted(counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1]))]
     by_type: dict[str, int] = {}
     for r in data:
         by_type[r["error_type"] or "(none)"] = by_type.get(r["error_type"] or "(none)", 0) + r["n"]
     rows = [[r["error_type"], r["worker"], r["n"], "yes" if r["error_type"] in LOOP_ERROR_TYPES else "no"] for r in data]
     order = sorted(by_type, key=lambda k: (-by_type[k], k))
     return Chart("dead-letters", "Dead letters by error type",
-                 "Tasks sent to the dead-letter queue by a failing step, by error type (loops included: "
-                 "LoopDetected, ToolLoop, BudgetExceeded).",
+                 "Tasks sent to the dead-letter queue, by error type and the failing step's worker (loops "
+                 "included: LoopDetected, ToolLoop, BudgetExceeded; Orphaned: lost by workers too often, "
+                 "dead-lettered by the sweeper with no failing step, so no worker).",
                  ["error_type", "worker", "dead_letters", "loop"], rows,
                  svg.bars("chart-dead-letters", "Dead letters by error type", order, [by_type[k] for k in order]),
                  applies="Not filtered by queue.")
@@ -357,22 +376,29 @@ def chart_prompt_versions(f: Filters) -> Chart:
 
 
 def chart_wasted(f: Filters) -> Chart:
+    # Each cent once (rollups.py, "How task outcomes are counted"): failed attempts, and the
+    # succeeded steps of tasks closed for good without a result (rejected, discarded). The work on
+    # dead-lettered tasks is shown beside it, not added: it becomes wasted when the task is
+    # discarded (and is counted there, when that happens), or is used when a retry completes it.
     failed = f.steps().exclude(outcome="succeeded").aggregate(c=Sum("cost_usd"))["c"] or Decimal(0)
-    work = dict(f.tasks().filter(outcome__in=("rejected", "dead_lettered")).values("outcome")
+    work = dict(f.tasks().filter(outcome__in=("rejected", "dead_lettered", "discarded")).values("outcome")
                 .annotate(c=Sum("work_cost_usd")).values_list("outcome", "c"))
     everything = f.steps().aggregate(c=Sum("cost_usd"))["c"] or Decimal(0)
     parts = [("Failed step attempts", failed), ("Work on rejected tasks", work.get("rejected") or Decimal(0)),
-             ("Work on dead-lettered tasks", work.get("dead_lettered") or Decimal(0))]
+             ("Work on discarded tasks", work.get("discarded") or Decimal(0))]
+    at_risk = work.get("dead_lettered") or Decimal(0)
     wasted = sum(c for _, c in parts)
-    rows = [[name, float(c), _share(float(c), float(everything))] for name, c in parts]
-    rows.append(["All model spend", float(everything), 100.0 if everything else None])
+    rows = [[name, float(c), _share(float(c), float(everything)), "yes"] for name, c in parts]
+    rows.append(["Work on dead-lettered tasks", float(at_risk), _share(float(at_risk), float(everything)), "no"])
+    rows.append(["All model spend", float(everything), 100.0 if everything else None, ""])
     return Chart("wasted", "Wasted spend",
                  "Model cost that produced nothing used: failed attempts (retried or not), and the succeeded "
-                 "steps of tasks that were rejected or dead-lettered (a dead-lettered task that is retried "
-                 "keeps its succeeded steps, so part of that may still be used).",
-                 ["category", "cost_usd", "percent_of_all_spend"], rows,
-                 svg.bars("chart-wasted", "Wasted spend", [name for name, _ in parts], [float(c) for _, c in parts],
-                          money),
+                 "steps of tasks that were rejected or discarded (each counted once, when it happened). Work "
+                 "on dead-lettered tasks is shown beside it but not added: it is wasted once the task is "
+                 "discarded (then counted as such), and used if a retry completes the task.",
+                 ["category", "cost_usd", "percent_of_all_spend", "in_wasted_total"], rows,
+                 svg.bars("chart-wasted", "Wasted spend", [name for name, _ in parts] + ["Dead-lettered (at risk)"],
+                          [float(c) for _, c in parts] + [float(at_risk)], money),
                  note=f"Wasted in this range: {money(wasted)} of {money(everything)} "
                       f"({percent(_share(float(wasted), float(everything)))}).",
                  applies="Failed attempts: not filtered by queue; task work: not filtered by worker.")

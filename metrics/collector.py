@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import histograms as h
-from .rollups import LOOP_ERROR_TYPES
+from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "steward_approvals_pending": ("gauge", "Approvals waiting for a person", ("queue",)),
     "steward_approvals_overdue": ("gauge", "Pending approvals past their queue's SLA", ("queue",)),
     "steward_approval_oldest_pending_seconds": ("gauge", "Age of the oldest pending approval", ("queue",)),
-    "steward_dead_letters": ("counter", "Tasks dead-lettered by a failing step", ("worker", "error_type")),
+    "steward_dead_letters": ("counter", "Tasks sent to the dead-letter queue, by the failing step's worker and "
+                             "error type (worker empty when no step failed: the sweeper's Orphaned)",
+                             ("worker", "error_type")),
     "steward_dead_letters_open": ("gauge", "Open dead letters waiting for an operator", ("worker", "error_type")),
     "steward_loops_stopped": ("counter", "Tasks stopped as suspected loops (loop detection, round bound, budget)",
                               ("worker", "error_type")),
@@ -123,6 +125,12 @@ class StewardCollector(Collector):
                 dead[(row["worker"], row["error_type"])] += row["n"]
                 if row["error_type"] in LOOP_ERROR_TYPES:
                     loops[(row["worker"], row["error_type"])] += row["n"]
+        # Dead letters made without a failing step (the sweeper's Orphaned): their own counter rows.
+        for row in HistogramRollup.objects.filter(period=Period.ALL, metric=DEAD_LETTERS_NO_STEP).values(
+                "worker", "label").annotate(n=Sum("count")):
+            dead[(row["worker"], row["label"])] += row["n"]
+            if row["label"] in LOOP_ERROR_TYPES:
+                loops[(row["worker"], row["label"])] += row["n"]
         yield _filled("steward_steps", by_outcome)
         yield _filled("steward_tokens", tokens)
         yield _filled("steward_cost_usd", cost)
@@ -132,7 +140,8 @@ class StewardCollector(Collector):
         # Tasks by status: the non-terminal ones (few, by index) counted live; the terminal
         # completed/rejected from the outcome counters, so the scrape never counts a big table.
         statuses = dict(Task.objects.filter(status__in=LIVE_STATUSES).values_list("status").annotate(n=Count("id")))
-        outcomes = list(TaskRollup.objects.filter(period=Period.ALL).values(
+        # "discarded" closes a task already counted as dead_lettered (rollups.py): not a second outcome.
+        outcomes = list(TaskRollup.objects.filter(period=Period.ALL).exclude(outcome="discarded").values(
             "doc_type", "queue", "outcome", "human").annotate(n=Sum("tasks")))
         for status in ("completed", "rejected"):
             statuses[status] = sum(r["n"] for r in outcomes if r["outcome"] == status)

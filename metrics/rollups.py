@@ -1,9 +1,25 @@
 """Keeping the rollups (metrics/models.py) up to date, and rebuilding them from the raw rows.
 
 The pipeline calls `record_step` at each step checkpoint and `record_approval` when an approval
-is decided, inside the same transaction as the row they count, so a rollup never counts a step
-that was rolled back. The same pure functions (`add_step`, `add_task`, `add_approval`) feed the
-live path and `rollups_rebuild`, so a rebuild gives the figures the live path gave.
+is decided, the sweeper `record_dead_letter` when it dead-letters a task without a failing step,
+and the triage services `record_discard` when an operator discards a task, each inside the same
+transaction as the row they count, so a rollup never counts a change that was rolled back. The
+same pure functions (`add_step`, `add_task`, `add_approval`, `add_dead_letter`) feed the live path
+and `rollups_rebuild`, so a rebuild gives the figures the live path gave.
+
+How task outcomes are counted (TaskRollup; the charts and /metrics read it this way):
+- completed, rejected: once, when it happens.
+- dead_lettered: each time the task is sent to the dead-letter queue, by a failing step (the
+  step's StepRollup row holds the error type) or without one (the sweeper's "Orphaned": a
+  DEAD_LETTERS_NO_STEP counter row holds it), with the task's totals at that moment. A task that is
+  dead-lettered, retried and then completes counts once as dead_lettered and once as completed;
+  its succeeded work was used in the end, so it is not wasted spend.
+- discarded: when an operator discards a dead-lettered task (or requeues its document as a new
+  task), at that moment, with the task's final totals. No step runs between the dead letter and
+  the discard, so this is the same task closed for good, not another outcome: it is left out of
+  the completion rate, the per-task histograms and steward_task_outcomes (its dead_lettered outcome
+  is already there), and it is what makes its work wasted spend for good (charts.chart_wasted:
+  failed attempts + work on rejected tasks + work on discarded tasks, each cent once).
 """
 from __future__ import annotations
 
@@ -24,7 +40,11 @@ log = logging.getLogger(__name__)
 ROLLUPS = (StepRollup, TaskRollup, ApprovalRollup, HistogramRollup)
 # The error types that mean "stopped as a suspected loop", for the charts and /metrics.
 LOOP_ERROR_TYPES = ("LoopDetected", "ToolLoop", "BudgetExceeded")
-TASK_OUTCOMES = ("completed", "rejected", "dead_lettered")
+TASK_OUTCOMES = ("completed", "rejected", "dead_lettered", "discarded")
+# Dead letters made without a failing step (the sweeper's "Orphaned"), counted in HistogramRollup
+# as a plain counter (bin 0, `count`; label = error type), since no StepRollup row holds them.
+# Those with a step are counted by the step's StepRollup row (outcome dead_lettered).
+DEAD_LETTERS_NO_STEP = "dead_letters_no_step"
 
 
 def hour(moment: datetime | None) -> datetime:
@@ -142,6 +162,8 @@ def add_task(acc: Accumulator, task: dict, *, outcome: str, at: datetime | None,
                              human=human and outcome == "completed"),
             tasks=1, tool_calls=task["tool_calls"], tokens=tokens, cost_usd=Decimal(task["cost_usd"] or 0),
             work_cost_usd=work_cost)
+    if outcome == "discarded":
+        return  # already observed, with the same totals, when it was dead-lettered
     labels = dict(bucket=bucket, doc_type=doc_type, queue=queue, label=outcome)
     acc.observe(h.TASK_TOOL_CALLS, task["tool_calls"], **labels)
     acc.observe(h.TASK_TOKENS, tokens, **labels)
@@ -160,6 +182,36 @@ def add_approval(acc: Accumulator, approval: dict) -> None:
                 label=approval["status"])
 
 
+def add_dead_letter(acc: Accumulator, letter: dict, totals: dict) -> None:
+    """A dead letter made without a failing step: counted by error type, and as the task's
+    dead_lettered outcome with the totals of the steps finished by then (`totals`, see _totals)."""
+    bucket = hour(letter["created_at"])
+    acc.add(HistogramRollup, dict(bucket=bucket, metric=DEAD_LETTERS_NO_STEP, worker=letter["worker"][:20], model="",
+                                  doc_type=letter["doc_type"] or "", queue=(letter["queue"] or "")[:100],
+                                  label=letter["error_type"][:40], bin=0),
+            count=1, total=0.0)
+    # The letter's own copy of doc type and queue (as they were then: a retry may classify it later).
+    task = {"doc_type": letter["doc_type"], "routed_to": letter["queue"], **{name: totals[name] for name in
+                                                                               ("tool_calls", "input_tokens",
+                                                                                "output_tokens", "cost_usd")}}
+    add_task(acc, task, outcome="dead_lettered", at=letter["created_at"], work_cost=totals["work"])
+
+
+def _totals(steps: list[dict], until: datetime) -> dict:
+    """A task's totals from its steps finished by `until` (the same rule live and in a rebuild: a
+    task is dead-lettered without a step only when no worker holds it, so no step is under way)."""
+    totals = _no_totals()
+    for step in steps:
+        if step["finished_at"] is None or step["finished_at"] > until:
+            continue
+        for name in ("tool_calls", "input_tokens", "output_tokens"):
+            totals[name] += step[name]
+        totals["cost_usd"] += Decimal(step["cost_usd"] or 0)
+        if step["status"] == "succeeded":
+            totals["work"] += Decimal(step["cost_usd"] or 0)
+    return totals
+
+
 # --- The live path ----------------------------------------------------------------------------
 
 STEP_FIELDS = ("worker", "model", "prompt_version", "status", "error_type", "input", "output", "transcript",
@@ -167,6 +219,8 @@ STEP_FIELDS = ("worker", "model", "prompt_version", "status", "error_type", "inp
                "cost_usd", "latency_ms", "started_at", "finished_at")
 TASK_FIELDS = ("doc_type", "routed_to", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
 APPROVAL_FIELDS = ("status", "created_at", "decided_at", "task_id")
+TOTAL_STEP_FIELDS = ("status", "finished_at", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
+LETTER_FIELDS = ("id", "task_id", "worker", "error_type", "doc_type", "queue", "created_at")
 
 
 def _work_cost(task_id: int) -> Decimal:
@@ -251,6 +305,35 @@ def record_approval(approval_id: int) -> None:
     acc.apply()
 
 
+@_guarded("a dead letter")
+def record_dead_letter(dead_letter_id: int) -> None:
+    """Count a dead letter made without a failing step (the sweeper's Orphaned ones). Called right
+    after dead_letter_create, in its transaction. A letter with a step is counted by record_step."""
+    from orchestrator.models import DeadLetter, Step
+
+    letter = DeadLetter.objects.filter(pk=dead_letter_id, step__isnull=True, worker="").values(*LETTER_FIELDS).first()
+    if letter is None:
+        return
+    steps = list(Step.objects.filter(task_id=letter["task_id"]).values(*TOTAL_STEP_FIELDS))
+    acc = Accumulator()
+    add_dead_letter(acc, letter, _totals(steps, letter["created_at"]))
+    acc.apply()
+
+
+@_guarded("a discard")
+def record_discard(task_id: int) -> None:
+    """Count a task discarded by an operator (discard, or requeue as a new task), with its final
+    totals. Called inside the discarding transaction, after the task's status was set."""
+    from orchestrator.models import Task
+
+    task = Task.objects.filter(pk=task_id, status="discarded").values("finished_at", *TASK_FIELDS).first()
+    if task is None:
+        return  # the task was not dead-lettered, so it was not discarded
+    acc = Accumulator()
+    add_task(acc, task, outcome="discarded", at=task["finished_at"], work_cost=_work_cost(task_id))
+    acc.apply()
+
+
 # --- Rebuild ----------------------------------------------------------------------------------
 
 
@@ -259,8 +342,9 @@ def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
 
     Steps: read the tasks' dimensions and totals; walk the steps in id order keeping each task's
     running totals (a dead-lettered step is that task's dead-letter outcome, with the totals so
-    far); add each completed task's outcome and every decided approval (and rejection) with the
-    task's own totals; replace the rollup tables' contents in one transaction.
+    far); add each completed or discarded task's outcome and every decided approval (and rejection)
+    with the task's own totals; add each dead letter made without a step (with the totals of the
+    steps finished by then); replace the rollup tables' contents in one transaction.
     """
     from orchestrator.models import DeadLetter, Step, Task
     from reviews.models import Approval
@@ -271,12 +355,16 @@ def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
     }
     human = set(Approval.objects.filter(decided_by__isnull=False).values_list("task_id", flat=True))
     human |= set(DeadLetter.objects.filter(status="retried").values_list("task_id", flat=True))
+    letters = list(DeadLetter.objects.filter(step__isnull=True, worker="").order_by("id").values(*LETTER_FIELDS))
+    kept: dict[int, list] = {letter["task_id"]: [] for letter in letters}  # the steps of those letters' tasks
     running: dict[int, dict] = {}
     acc = Accumulator()
     steps = 0
     for step in Step.objects.order_by("id").values("task_id", *STEP_FIELDS).iterator(chunk_size=chunk_size):
         steps += 1
         add_step(acc, step)
+        if step["task_id"] in kept:
+            kept[step["task_id"]].append({name: step[name] for name in TOTAL_STEP_FIELDS})
         totals = running.setdefault(step["task_id"], {"tool_calls": 0, "input_tokens": 0, "output_tokens": 0,
                                                       "cost_usd": Decimal("0"), "work": Decimal("0")})
         for name in ("tool_calls", "input_tokens", "output_tokens"):
@@ -288,11 +376,14 @@ def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
             task = tasks[step["task_id"]]
             add_task(acc, _task_values(task, totals), outcome="dead_lettered", at=step["finished_at"],
                      work_cost=totals["work"])
+    for letter in letters:
+        add_dead_letter(acc, letter, _totals(kept[letter["task_id"]], letter["created_at"]))
     for task_id, task in tasks.items():
-        if task["status"] == "completed":
+        if task["status"] in ("completed", "discarded"):
             # A finished task's own totals are final (the same the live path read from it).
             work = (running.get(task_id) or _no_totals())["work"]
-            add_task(acc, task, outcome="completed", at=task["finished_at"], human=task_id in human, work_cost=work)
+            add_task(acc, task, outcome=task["status"], at=task["finished_at"], human=task_id in human,
+                     work_cost=work)
     approvals = 0
     for approval in Approval.objects.exclude(status="pending").select_related("queue", "task", "rejection_reason") \
             .iterator(chunk_size=chunk_size):

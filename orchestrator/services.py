@@ -6,6 +6,8 @@ import hashlib
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from metrics.rollups import record_discard
+
 from .errors import error_fingerprint
 from .intake import check_text
 from .models import DeadLetter, DeadLetterStatus, Source, Step, Task, TaskStatus
@@ -173,6 +175,7 @@ def dead_letter_discard(*, dead_letter_id: int, user, reason: str) -> DeadLetter
         Task.objects.filter(pk=dead_letter.task_id, status=TaskStatus.DEAD_LETTERED).update(
             status=TaskStatus.DISCARDED, finished_at=now, updated_at=now
         )
+        record_discard(dead_letter.task_id)  # monitoring rollups, in this transaction
         _audit(user, "discard", dead_letter=dead_letter, detail={"reason": reason})
     return dead_letter
 
@@ -300,6 +303,7 @@ def dead_letter_requeue(*, dead_letter_id: int, user) -> tuple[DeadLetter, Task]
         Task.objects.filter(pk=old.pk, status=TaskStatus.DEAD_LETTERED).update(
             status=TaskStatus.DISCARDED, finished_at=now, updated_at=now
         )
+        record_discard(old.pk)  # monitoring rollups, in this transaction
         new, _ = task_submit(content=old.content, filename=old.filename, source=old.source,
                              external_ref=old.external_ref, submitted_by=user)
         DeadLetter.objects.filter(pk=letter.pk).update(resolution_note=f"Requeued as task {new.pk}")

@@ -19,6 +19,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from metrics.rollups import record_dead_letter
+
 from .models import Task, TaskStatus
 from .pipeline import send_wakeup
 
@@ -40,11 +42,12 @@ def _recover(task_id: int, condition: Q, reason: str, now, actions: list | None 
                 status=TaskStatus.DEAD_LETTERED, lease_owner="", lease_expires_at=None, updated_at=now
             ):
                 return "skipped"
-            dead_letter_create(
+            letter = dead_letter_create(
                 task=task, step=None, error_type="Orphaned",
                 message=f"Recovered {task.recoveries} times and still lost ({reason}) at step {task.current_step}",
                 attempts=task.recoveries, evidence={"reason": reason, "step": task.current_step},
             )
+            record_dead_letter(letter.pk)  # monitoring rollups: no failing step counts this one
             return "dead-lettered"
         if not Task.objects.filter(pk=task_id).filter(condition).update(
             status=TaskStatus.QUEUED, lease_owner="", lease_expires_at=None, not_before=None,
