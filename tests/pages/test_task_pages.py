@@ -239,7 +239,7 @@ def test_task_page_shows_the_approval_and_its_forms(reviewer_finance, client_for
     assert 'name="field__amount" value="15400.00"' in page
     assert 'name="field__counterparty" value="Northwind"' in page
     assert '<option value="wrong-amount">Amount is wrong</option>' in page
-    assert 'name="reason" id="reason-%d" required' % approval.pk in page
+    assert 'name="reason" id="reject-reason-%d" required' % approval.pk in page
 
 
 def test_operator_sees_the_approval_without_forms(operator, client_for, make_task, make_approval):
