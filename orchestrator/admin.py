@@ -39,12 +39,20 @@ class WorkerConfigAdmin(AuditedAdmin):
     list_display = ("worker", "model", "version", "max_retries", "timeout_s", "updated_at")
 
 
-class StepInline(admin.TabularInline):
-    model = Step
+class ReadOnlyInline(admin.TabularInline):
+    """Rows that are history (attempts, outcomes, log lines): listed with their parent, never edited."""
+
     extra = 0
+    max_num = 0
     can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+
+class StepInline(ReadOnlyInline):
+    model = Step
     fields = ("worker", "attempt", "status", "model", "llm_calls", "tool_calls", "cost_usd", "latency_ms", "error_type")
-    readonly_fields = fields
 
 
 @admin.register(Task)
@@ -78,13 +86,9 @@ class OperatorActionAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
-class BulkRetryItemInline(admin.TabularInline):
+class BulkRetryItemInline(ReadOnlyInline):
     model = BulkRetryItem
     fields = ("dead_letter", "task", "status", "note", "enqueued_at", "finished_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    max_num = 0
 
 
 @admin.register(BulkRetry)
@@ -95,13 +99,9 @@ class BulkRetryAdmin(ReadOnlyAdmin):
     inlines = [BulkRetryItemInline]
 
 
-class SweepActionInline(admin.TabularInline):
+class SweepActionInline(ReadOnlyInline):
     model = SweepAction
     fields = ("task", "action", "reason", "step", "lease_owner", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    max_num = 0
 
 
 @admin.register(SweepRun)

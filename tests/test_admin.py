@@ -40,3 +40,17 @@ def test_a_budget_change_in_admin_leaves_an_audit_event(admin_user, client_for):
     assert response.status_code == 302
     event = AuditEvent.objects.latest("id")
     assert "adam" in (event.actor_name or "") and "max_llm_calls" in event.summary
+
+
+def test_a_task_page_in_admin_lists_its_steps(admin_user, client_for, make_task):
+    from django.utils import timezone
+
+    from orchestrator.models import Step
+
+    task = make_task(status="completed")
+    Step.objects.create(task=task, worker="classify", attempt=1, status="succeeded", started_at=timezone.now(),
+                        model="gpt-4o-mini")
+
+    page = client_for(admin_user).get(reverse("admin:orchestrator_task_change", args=[task.pk])).text
+
+    assert "gpt-4o-mini" in page and "classify" in page
