@@ -32,7 +32,8 @@ from .services import (
     EDITABLE_AT, NotAllowed, bulk_retry_control, bulk_retry_create, dead_letter_discard, dead_letter_edit_retry,
     dead_letter_requeue, dead_letter_retry, tick_interval,
 )
-from .views import _keyset_page, _pretty, _query_with, _render, _safe_next, _task_context, _task_for, _transcript
+from .presenters import keyset_page, pretty, query_with, render_page, safe_next, transcript_blocks
+from .views import task_context, task_for
 from .workers import PIPELINE
 
 # Groups shown at most (largest first); the total still counts every open letter.
@@ -84,17 +85,17 @@ def triage(request: HttpRequest) -> HttpResponse:
     total = sum(group["count"] for group in groups)
     groups = groups[:MAX_GROUPS]
     for group in groups:
-        group["query"] = _query_with(request, fingerprint=group["fingerprint"], before=None)
+        group["query"] = query_with(request, fingerprint=group["fingerprint"], before=None)
         group["selected"] = group["fingerprint"] == filters["fingerprint"]
-    rows, next_before = _keyset_page(request, open_dead_letters(filters).select_related("task"))
+    rows, next_before = keyset_page(request, open_dead_letters(filters).select_related("task"))
     context = {
         "filters": filters,
         "groups": groups,
         "total": total,
         "dead_letters": rows,
-        "next_query": _query_with(request, before=next_before) if next_before else "",
-        "filter_query": _query_with(request, before=None),
-        "clear_group_query": _query_with(request, fingerprint=None, before=None),
+        "next_query": query_with(request, before=next_before) if next_before else "",
+        "filter_query": query_with(request, before=None),
+        "clear_group_query": query_with(request, fingerprint=None, before=None),
         "filtered": any(filters.values()),
         "paged": "before" in request.GET,
         "worker_choices": PIPELINE,
@@ -108,8 +109,8 @@ def triage(request: HttpRequest) -> HttpResponse:
     }
     if request.htmx:
         partial = "dl-rows" if "before" in request.GET else "triage-results"
-        return _render(request, f"orchestrator/triage/triage.html#{partial}", context)
-    return _render(request, "orchestrator/triage/triage.html", context)
+        return render_page(request, f"orchestrator/triage/triage.html#{partial}", context)
+    return render_page(request, "orchestrator/triage/triage.html", context)
 
 
 # --- One dead letter ----------------------------------------------------------------------------
@@ -123,9 +124,9 @@ def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpRespons
     steps = list(task.steps.all())
     failing = letter.step
     if failing is not None:
-        failing.input_json = _pretty(failing.input)
-        failing.output_json = _pretty(failing.output)
-        failing.transcript_entries = _transcript(failing.transcript or [])
+        failing.input_json = pretty(failing.input)
+        failing.output_json = pretty(failing.output)
+        failing.transcript_entries = transcript_blocks(failing.transcript or [])
     attempts = [s for s in steps if s.worker == (letter.worker or task.current_step)]
     edit_step = task.current_step if letter.status == DeadLetterStatus.OPEN else ""
     context = {
@@ -134,19 +135,19 @@ def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpRespons
         "failing": failing,
         "attempts": attempts,
         "steps": steps,
-        "evidence_json": _pretty(letter.evidence) if letter.evidence else "",
+        "evidence_json": pretty(letter.evidence) if letter.evidence else "",
         "edit_step": edit_step,
         "can_edit": edit_step in EDITABLE_AT,
-        "edit_fields_json": _pretty(_fields_to_edit(task, letter)),
+        "edit_fields_json": pretty(_fields_to_edit(task, letter)),
         "doc_type_choices": DocType.values,
         "edit_rows": [
-            {"name": name, "from": _pretty(change.get("from")), "to": _pretty(change.get("to"))}
+            {"name": name, "from": pretty(change.get("from")), "to": pretty(change.get("to"))}
             for name, change in (letter.edits or {}).get("fields", {}).items()
         ],
         "other_letters": list(task.dead_letters.exclude(pk=letter.pk).select_related("resolved_by")),
         "audit": [(a, a.action.replace("_", " ")) for a in letter.actions.select_related("user")],
     }
-    return _render(request, "orchestrator/triage/detail.html", context)
+    return render_page(request, "orchestrator/triage/detail.html", context)
 
 
 def _fields_to_edit(task: Task, letter: DeadLetter) -> dict:
@@ -162,7 +163,7 @@ def _fields_to_edit(task: Task, letter: DeadLetter) -> dict:
 
 
 def _back(request: HttpRequest, letter_id: int) -> HttpResponse:
-    return redirect(_safe_next(request, reverse("dead-letter-detail", args=[letter_id])))
+    return redirect(safe_next(request, reverse("dead-letter-detail", args=[letter_id])))
 
 
 @role_required(OPERATOR, ADMIN)
@@ -178,13 +179,13 @@ def dead_letter_retry_view(request: HttpRequest, dead_letter_id: int) -> HttpRes
         level, text = "warning", str(exc)
     if request.htmx:
         if request.htmx.target == "task-live":
-            task = _task_for(request, letter.task_id)
-            return _render(request, "orchestrator/task_detail.html#task-live",
-                           _task_context(request, task, notice=(level, text)))
+            task = task_for(request, letter.task_id)
+            return render_page(request, "orchestrator/task_detail.html#task-live",
+                           task_context(request, task, notice=(level, text)))
         letter = DeadLetter.objects.select_related("task").get(pk=letter.pk)
-        return _render(request, "orchestrator/triage/_row.html", {"dl": letter, "notice": (level, text)})
+        return render_page(request, "orchestrator/triage/_row.html", {"dl": letter, "notice": (level, text)})
     _say(request, level, text)
-    return redirect(_safe_next(request, reverse("dead-letter-list")))
+    return redirect(safe_next(request, reverse("dead-letter-list")))
 
 
 @role_required(OPERATOR, ADMIN)
@@ -261,7 +262,7 @@ def bulk_retry_create_view(request: HttpRequest) -> HttpResponse:
         selection = {"scope": scope, "filters": shown}
     if request.POST.get("confirm") != "1":
         example = letters.order_by("-id").first()
-        return _render(request, "orchestrator/triage/bulk_confirm.html", {
+        return render_page(request, "orchestrator/triage/bulk_confirm.html", {
             "scope": scope, "filters": filters, "ids": list(letters.values_list("id", flat=True)[:1000])
             if scope == "selected" else [], "count": letters.count(), "description": description,
             "example": example, "default_rate": settings.STEWARD_BULK_RETRY_RATE,
@@ -316,15 +317,15 @@ def bulk_retry_detail(request: HttpRequest, bulk_id: int) -> HttpResponse:
         "items": rows,
         "outcome": outcome,
         "outcome_choices": BulkRetryItemStatus.choices,
-        "next_query": _query_with(request, after=next_after) if next_after else "",
+        "next_query": query_with(request, after=next_after) if next_after else "",
         "live": bulk.status == BulkRetryStatus.RUNNING or (bulk.status == BulkRetryStatus.PAUSED and bulk.in_flight),
         "progress": int(100 * (bulk.enqueued + bulk.skipped) / bulk.total) if bulk.total else 100,
         "pace": round(bulk.enqueued / elapsed * 60, 1) if elapsed > 0 and bulk.enqueued else 0,
         "paged": "after" in request.GET,
     }
     if request.htmx:
-        return _render(request, "orchestrator/triage/bulk_detail.html#bulk-live", context)
-    return _render(request, "orchestrator/triage/bulk_detail.html", context)
+        return render_page(request, "orchestrator/triage/bulk_detail.html#bulk-live", context)
+    return render_page(request, "orchestrator/triage/bulk_detail.html", context)
 
 
 @role_required(OPERATOR, ADMIN)
@@ -375,5 +376,5 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
         "sweep_interval_s": settings.STEWARD_SWEEP_INTERVAL_S,
         "now": now,
     }
-    return _render(request, "orchestrator/triage/stuck.html", context)
+    return render_page(request, "orchestrator/triage/stuck.html", context)
 

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from orchestrator.roles import ADMIN, REVIEWER, role_required
-from orchestrator.views import _corrections, _display, _field_rows, _render
+from orchestrator.presenters import corrections_from_form, display_value, field_rows, render_page
 
 from .links import LinkError, email_link_consume, email_link_resolve
 from .models import Approval, ApprovalStatus, RejectionReason
@@ -61,7 +61,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     context = _counts_context(request, now)
     if request.htmx and request.htmx.target == "inbox-counts":
-        return _render(request, "reviews/inbox.html#inbox-counts", context)
+        return render_page(request, "reviews/inbox.html#inbox-counts", context)
     selected = context["selected"]
     queue_ids = [q.pk for q in context["queues"] if not selected or q.name == selected]
     after = Cursor.decode(request.GET.get("after", "")) if request.GET.get("after") else None
@@ -80,8 +80,8 @@ def inbox(request: HttpRequest) -> HttpResponse:
         now=now,
     )
     if request.htmx and after is not None:
-        return _render(request, "reviews/inbox.html#inbox-rows", context)
-    return _render(request, "reviews/inbox.html", context)
+        return render_page(request, "reviews/inbox.html#inbox-rows", context)
+    return render_page(request, "reviews/inbox.html", context)
 
 
 def _neighbours(user, approval: Approval) -> tuple[Approval | None, Approval | None]:
@@ -104,14 +104,14 @@ def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, s
         "task": task,
         "successor": Approval.objects.select_related("queue").filter(replaces=approval).first()
         if approval.status == ApprovalStatus.SUPERSEDED else None,
-        "field_rows": _field_rows(task.fields or {}),
+        "field_rows": field_rows(task.fields or {}),
         "editable_fields": [
-            (name, _display(value, name)) for name, value in (task.fields or {}).items()
+            (name, display_value(value, name)) for name, value in (task.fields or {}).items()
             if not isinstance(value, (list, dict))
         ] if pending else [],
         "rejection_reasons": RejectionReason.objects.filter(active=True) if pending else [],
         "correction_rows": [
-            {"field": name, "from": _display(change.get("from"), name), "to": _display(change.get("to"), name)}
+            {"field": name, "from": display_value(change.get("from"), name), "to": display_value(change.get("to"), name)}
             for name, change in (approval.corrections or {}).items()
         ],
         "previous": previous,
@@ -127,8 +127,8 @@ def item(request: HttpRequest, approval_id: int) -> HttpResponse:
     approval = approval_for_reviewer(request.user, approval_id)
     context = _item_context(request, approval)
     if request.htmx:
-        return _render(request, "reviews/item.html#review-item", context)
-    return _render(request, "reviews/item.html", context)
+        return render_page(request, "reviews/item.html#review-item", context)
+    return render_page(request, "reviews/item.html", context)
 
 
 @role_required(REVIEWER, ADMIN)
@@ -143,7 +143,7 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     decision = request.POST.get("decision", "")
     status = 200
     try:
-        fields = _corrections(request.POST, approval.task.fields or {}) if decision == "approve" else None
+        fields = corrections_from_form(request.POST, approval.task.fields or {}) if decision == "approve" else None
         approval = approval_decide(
             approval_id=approval.pk, user=request.user, decision=decision,
             reason=request.POST.get("reason", ""), comment=request.POST.get("comment", "").strip(),
@@ -158,10 +158,10 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     if request.htmx:
         if request.POST.get("row"):
             _annotate_rows([approval], timezone.now())
-            response = _render(request, "reviews/_approval_row.html",
+            response = render_page(request, "reviews/_approval_row.html",
                                {"row": approval, "notice": (level, text), "decided": True}, status=status)
         else:
-            response = _render(request, "reviews/item.html#review-item",
+            response = render_page(request, "reviews/item.html#review-item",
                                _item_context(request, approval, notice=(level, text)), status=status)
         if status == 200:
             trigger_client_event(response, "approval-decided", {"id": approval.pk, "status": approval.status})
@@ -221,6 +221,6 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _link_page(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
-    response = _render(request, "reviews/link.html", context, status=status)
+    response = render_page(request, "reviews/link.html", context, status=status)
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
