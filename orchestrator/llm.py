@@ -16,10 +16,10 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from datetime import date
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any, Callable
 
 import openai
@@ -163,9 +163,8 @@ class Usage:
     latency_ms: int = 0
 
     def add(self, other: "Usage") -> None:
-        for name in ("llm_calls", "tool_calls", "input_tokens", "cached_tokens", "output_tokens",
-                     "reasoning_tokens", "cost_usd", "latency_ms"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
 
     @property
     def tokens(self) -> int:
@@ -206,6 +205,8 @@ class Meter:
     before_call: Callable[[], None] | None = None
     # Loop detection's p95 rule for this step's worker (metrics.loops.Ceiling), or None.
     tool_call_ceiling: Any = None
+    # How often each (tool, canonical arguments) was called in this step.
+    call_counts: Counter = field(default_factory=Counter)
 
     def total(self) -> Usage:
         combined = Usage()
@@ -235,11 +236,13 @@ class Meter:
                     "tool_calls": spent.tool_calls,
                     "tokens": spent.tokens,
                     "cost_usd": str(spent.cost_usd),
-                    "recent_tool_calls": [
-                        entry for entry in self.transcript if entry.get("kind") == "tool_call"
-                    ][-10:],
+                    "recent_tool_calls": self.recent_tool_calls(),
                 },
             )
+
+    def recent_tool_calls(self, count: int = 10) -> list[dict]:
+        """The step's last tool calls with arguments and results: the evidence of a loop."""
+        return [entry for entry in self.transcript if entry.get("kind") == "tool_call"][-count:]
 
     def count_tool_call(self, name: str, arguments: Any, result: Any) -> None:
         self.step.tool_calls += 1
@@ -249,16 +252,17 @@ class Meter:
     def check_loop(self, name: str, arguments: Any) -> None:
         """Stop a looping agent before the budget does: the same tool with the same arguments
         STEWARD_LOOP_REPEAT_LIMIT times, or more tool calls than its worker's loop ceiling."""
-        calls = [entry for entry in self.transcript if entry.get("kind") == "tool_call"]
+        key = (name, _canonical_arguments(arguments))
+        self.call_counts[key] += 1
         limit = settings.STEWARD_LOOP_REPEAT_LIMIT
         if limit:
-            key = _canonical_arguments(arguments)
-            same = sum(1 for c in calls if c["tool"] == name and _canonical_arguments(c["arguments"]) == key)
+            same = self.call_counts[key]
             if same >= limit:
                 raise LoopDetected(
                     f"Loop detected, suspected loop: {name} called {same} times with the same arguments",
                     evidence={"rule": "repeated_call", "tool": name, "arguments": arguments, "times": same,
-                              "limit": limit, "tool_calls": self.step.tool_calls, "recent_tool_calls": calls[-10:]},
+                              "limit": limit, "tool_calls": self.step.tool_calls,
+                              "recent_tool_calls": self.recent_tool_calls()},
                 )
         ceiling = self.tool_call_ceiling
         if ceiling is not None and self.step.tool_calls > ceiling.limit:
@@ -266,7 +270,7 @@ class Meter:
                 f"Loop detected, suspected loop: {self.step.tool_calls} tool calls in one step, above the "
                 f"ceiling of {ceiling.limit} (recent p95 of {ceiling.worker}: {ceiling.p95:g})",
                 evidence={"rule": "above_p95", **ceiling.as_evidence(), "tool_calls": self.step.tool_calls,
-                          "recent_tool_calls": calls[-10:]},
+                          "recent_tool_calls": self.recent_tool_calls()},
             )
 
     def chat(

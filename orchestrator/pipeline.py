@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 TOTAL_FIELDS = ("llm_calls", "tool_calls", "input_tokens", "cached_tokens", "output_tokens",
                 "reasoning_tokens", "cost_usd")
+# What a step records of its meter: the totals plus its own latency.
+STEP_USAGE_FIELDS = TOTAL_FIELDS + ("latency_ms",)
 
 
 def queue_for(worker: str) -> str:
@@ -89,6 +91,8 @@ class Run:
     task: Task
     runner: str
     attempts: dict[str, int]
+    # Read once per run: every model call of the run is checked against the same ceilings.
+    budget: BudgetLimits | None = None
     lease_renewed: float = 0.0
 
     def lease_until(self):
@@ -162,7 +166,7 @@ def task_run(task_id: int, *, runner: str) -> str:
     attempts: dict[str, int] = {}
     for worker, attempt in Step.objects.filter(task=task).values_list("worker", "attempt"):
         attempts[worker] = max(attempts.get(worker, 0), attempt)
-    run = Run(task=task, runner=runner, attempts=attempts, lease_renewed=time.monotonic())
+    run = Run(task=task, runner=runner, attempts=attempts, budget=current_budget(), lease_renewed=time.monotonic())
     run_queue = queue_for(task.current_step)
     try:
         while task.current_step:
@@ -207,7 +211,7 @@ def run_step(run: Run, name: str) -> str:
     module = WORKERS[name]
     config = worker_config(name)
     attempt = run.attempts.get(name, 0) + 1
-    meter = Meter(task_totals=run.totals(), budget=current_budget(), timeout_s=config.timeout_s,
+    meter = Meter(task_totals=run.totals(), budget=run.budget, timeout_s=config.timeout_s,
                   before_call=run.renew_lease)
     started_at = timezone.now()
     clock = time.perf_counter()
@@ -230,8 +234,7 @@ def run_step(run: Run, name: str) -> str:
         transcript=meter.transcript, model=meter.model or (config.model if meter.step.llm_calls else ""),
         prompt_version=config.version, simulated=meter.simulated, started_at=started_at,
         finished_at=timezone.now(),
-        **{f: getattr(meter.step, f) for f in ("llm_calls", "tool_calls", "input_tokens", "cached_tokens",
-                                                "output_tokens", "reasoning_tokens", "cost_usd", "latency_ms")},
+        **{name: getattr(meter.step, name) for name in STEP_USAGE_FIELDS},
     )
     run.add_usage(meter.step)
     run.attempts[name] = attempt
@@ -241,7 +244,7 @@ def run_step(run: Run, name: str) -> str:
 
 
 def _step_input(task: Task, name: str) -> dict:
-    if name in ("classify",):
+    if name == "classify":
         return {"document_chars": len(task.content)}
     if name == "extract":
         return {"doc_type": task.doc_type}
