@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from orchestrator.models import RoutingRule, Step, StepStatus
-from orchestrator.workers.route import FALLBACK_QUEUE, _decimal, rule_matches
+from orchestrator.workers.route import FALLBACK_QUEUE, rule_matches, to_decimal
 
 from .models import AutoApprovePolicy
 
@@ -44,8 +44,8 @@ def recent_routed(limit: int = SAMPLE) -> list[Routed]:
     for step in steps:
         output = step.output or {}
         fields = step.task.fields or {}
-        candidates = [a for a in (_decimal(fields.get("amount")), _decimal(output.get("document_amount")),
-                                  _decimal(output.get("amount"))) if a is not None]
+        candidates = [a for a in (to_decimal(fields.get("amount")), to_decimal(output.get("document_amount")),
+                                  to_decimal(output.get("amount"))) if a is not None]
         routed.append(Routed(
             task_id=step.task_id,
             doc_type=step.task.doc_type or "Other",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import transaction
@@ -17,6 +16,7 @@ from django.utils import timezone
 from metrics.rollups import record_approval
 from orchestrator.models import Task, TaskStatus
 from orchestrator.pipeline import send_wakeup
+from orchestrator.workers.route import route_for_fields
 
 from .audit import audit_record
 from .models import Approval, ApprovalStatus, AuditEvent, EmailLink, Queue, RejectionReason
@@ -142,11 +142,11 @@ def approval_decide(
             original = (task.fields or {}).get(name)
             if original != value:
                 corrections[name] = {"from": original, "to": value}
+    corrected = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
     if corrections and approval.status == ApprovalStatus.PENDING:
-        corrected = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
         route = route_for_fields(task, corrected)
         if route["queue"] != approval.queue.name:
-            return approval_move(approval=approval, user=user, corrections=corrections, route=route,
+            return approval_move(approval=approval, user=user, corrections=corrections, fields=corrected, route=route,
                                  comment=comment, via=via)
 
     now = timezone.now()
@@ -164,7 +164,7 @@ def approval_decide(
         if decision == "approve":
             updates = {"status": TaskStatus.QUEUED, "current_step": "act", "enqueued_at": now, "updated_at": now}
             if corrections:
-                updates["fields"] = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
+                updates["fields"] = corrected
             Task.objects.filter(pk=task.pk, status=TaskStatus.AWAITING_APPROVAL).update(**updates)
             send_wakeup(task.pk, "act")
             summary = f"Approved: {approval.action_summary}"
@@ -180,8 +180,12 @@ def approval_decide(
                          summary=f"Rejected ({rejection_reason.label}): {approval.action_summary}",
                          data=_decision_data(approval, via, comment, reason=rejection_reason.code))
         record_approval(approval.pk)  # monitoring rollups, in the deciding transaction
-    approval.refresh_from_db()
-    return approval
+    return _decided(approval.pk)
+
+
+def _decided(approval_id: int) -> Approval:
+    """The approval as decided, with what callers show next to it (one query, not one per relation)."""
+    return Approval.objects.select_related("queue", "task", "decided_by", "rejection_reason").get(pk=approval_id)
 
 
 def _decision_data(approval: Approval, via: str, comment: str, **extra) -> dict:
@@ -197,38 +201,10 @@ def _changes_text(corrections: dict) -> str:
     return ", ".join(f"{name} {change['from']} → {change['to']}" for name, change in corrections.items())
 
 
-def _decimal(value) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
-
-
-def route_for_fields(task: Task, fields: dict) -> dict:
-    """Where the routing rules send `task` with these (corrected) fields: queue, rule, amount.
-
-    The same rules and amount as the route step: the larger of the field and the document's own
-    total, so a correction cannot talk an invoice below its printed amount.
-    """
-    from orchestrator.amounts import parse_total
-    from orchestrator.workers.route import FALLBACK_QUEUE, choose_rule
-
-    doc_type = task.doc_type or "Other"
-    parsed = parse_total(task.content) if doc_type in ("Invoice", "Contract") else None
-    candidates = [a for a in (_decimal(fields.get("amount")), parsed) if a is not None]
-    amount = max(candidates) if candidates else None
-    rule = choose_rule(doc_type, fields, amount)
-    if rule is None:
-        return {"queue": FALLBACK_QUEUE, "rule": "(fallback)", "requires_approval": True, "amount": amount}
-    return {"queue": rule.queue.name, "rule": rule.name, "requires_approval": rule.requires_approval,
-            "amount": amount}
-
-
-def approval_move(*, approval: Approval, user, corrections: dict, route: dict, comment: str = "",
+def approval_move(*, approval: Approval, user, corrections: dict, fields: dict, route: dict, comment: str = "",
                   via: str = "") -> Approval:
-    """A correction changed the route: hand the task to the right queue's reviewers.
+    """A correction changed the route: hand the task to the right queue's reviewers. `fields` are
+    the task's fields with the corrections applied.
 
     Steps: compare-and-set the approval pending -> superseded (with who, when and the
     corrections); apply the corrections to the task and re-point its route; open a new pending
@@ -241,7 +217,6 @@ def approval_move(*, approval: Approval, user, corrections: dict, route: dict, c
     task = approval.task
     old_queue = approval.queue.name
     new_queue = Queue.objects.get(name=route["queue"])
-    fields = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
     amount = route["amount"]
     who = user.get_username()
     moved_reason = (f"Moved from {old_queue} by {who}: with the correction ({_changes_text(corrections)}) "
@@ -278,8 +253,7 @@ def approval_move(*, approval: Approval, user, corrections: dict, route: dict, c
                                 new_approval=successor.pk, rule=route["rule"]),
         )
         _notify_after_commit(successor.pk)
-    approval.refresh_from_db()
-    return approval
+    return _decided(approval.pk)
 
 
 def decision_message(approval: Approval) -> str:

@@ -18,7 +18,7 @@ PROMPT = "(route uses no model: RoutingRule rows decide)"
 FALLBACK_QUEUE = "standard_queue"
 
 
-def _decimal(value) -> Decimal | None:
+def to_decimal(value) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
@@ -32,8 +32,8 @@ def rule_matches(rule, doc_type: str, fields: dict, amount: Decimal | None) -> b
         return False
     if not rule.field:
         return True
-    left = amount if rule.field == "amount" else _decimal(fields.get(rule.field))
-    right = _decimal(rule.value)
+    left = amount if rule.field == "amount" else to_decimal(fields.get(rule.field))
+    right = to_decimal(rule.value)
     if rule.operator == "eq" and (left is None or right is None):
         return str(fields.get(rule.field, "")).strip().lower() == rule.value.strip().lower()
     if left is None or right is None:
@@ -74,13 +74,27 @@ def describe_action(doc_type: str, fields: dict, amount: Decimal | None, queue: 
     return f"File the document with {queue}"
 
 
-def queue_for_fields(task, fields: dict) -> str:
-    """The queue the rules pick for `task` with `fields` (used to check reviewers' corrections)."""
-    doc_type = task.doc_type or "Other"
-    parsed = parse_total(task.content) if doc_type in ("Invoice", "Contract") else None
-    candidates = [a for a in (_decimal(fields.get("amount")), parsed) if a is not None]
-    rule = choose_rule(doc_type, fields, max(candidates) if candidates else None)
-    return rule.queue.name if rule is not None else FALLBACK_QUEUE
+def routing_amounts(task, fields: dict) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+    """(extracted, printed, amount): the amount the rules see is the larger of the field and the
+    document's own printed total, so neither the model nor a correction can talk a document below it."""
+    extracted = to_decimal(fields.get("amount"))
+    printed = parse_total(task.content) if (task.doc_type or "Other") in ("Invoice", "Contract") else None
+    candidates = [a for a in (extracted, printed) if a is not None]
+    return extracted, printed, max(candidates) if candidates else None
+
+
+def choose_route(doc_type: str, fields: dict, amount: Decimal | None) -> dict:
+    """The first matching rule's queue, or the fallback queue (which always needs a person)."""
+    rule = choose_rule(doc_type, fields, amount)
+    if rule is None:
+        return {"queue": FALLBACK_QUEUE, "rule": "(fallback)", "requires_approval": True}
+    return {"queue": rule.queue.name, "rule": rule.name, "requires_approval": rule.requires_approval}
+
+
+def route_for_fields(task, fields: dict) -> dict:
+    """Where the rules send `task` with these (e.g. corrected) fields: queue, rule, amount."""
+    amount = routing_amounts(task, fields)[2]
+    return {**choose_route(task.doc_type or "Other", fields, amount), "amount": amount}
 
 
 def run(ctx: StepContext) -> dict:
@@ -89,19 +103,12 @@ def run(ctx: StepContext) -> dict:
     task = ctx.task
     doc_type = task.doc_type or "Other"
     fields = task.fields or {}
-    extracted = _decimal(fields.get("amount"))
-    parsed = parse_total(task.content) if doc_type in ("Invoice", "Contract") else None
-    candidates = [a for a in (extracted, parsed) if a is not None]
-    amount = max(candidates) if candidates else None
-
-    rule = choose_rule(doc_type, fields, amount)
-    if rule is not None:
-        queue_name, rule_name, rule_requires = rule.queue.name, rule.name, rule.requires_approval
-    else:
-        if not Queue.objects.filter(name=FALLBACK_QUEUE).exists():
-            raise PermanentError(f"No routing rule matched and there is no {FALLBACK_QUEUE} queue",
-                                 error_type="NoRoute")
-        queue_name, rule_name, rule_requires = FALLBACK_QUEUE, "(fallback)", True
+    extracted, parsed, amount = routing_amounts(task, fields)
+    route = choose_route(doc_type, fields, amount)
+    queue_name, rule_name, rule_requires = route["queue"], route["rule"], route["requires_approval"]
+    if queue_name == FALLBACK_QUEUE and not Queue.objects.filter(name=FALLBACK_QUEUE).exists():
+        raise PermanentError(f"No routing rule matched and there is no {FALLBACK_QUEUE} queue",
+                             error_type="NoRoute")
 
     reasons: list[str] = []
     if rule_requires:
