@@ -423,8 +423,10 @@ def filter_choices() -> dict[str, list[str]]:
     from orchestrator.models import DocType
     from reviews.models import Queue
 
+    from orchestrator.workers import PIPELINE
+
     workers = sorted(set(StepRollup.objects.filter(period=Period.ALL).values_list("worker", flat=True))
-                     | {"classify", "extract", "verify", "route", "act"})
+                     | set(PIPELINE))
     return {"workers": workers, "doc_types": [value for value, _ in DocType.choices],
             "queues": list(Queue.objects.order_by("name").values_list("name", flat=True))}
 

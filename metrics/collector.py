@@ -101,7 +101,7 @@ class StewardCollector(Collector):
         return families
 
     def _collect(self):
-        from orchestrator.models import DeadLetter, Task
+        from orchestrator.models import DeadLetter, Task, TaskStatus
         from reviews.models import Approval
 
         from .loops import tool_call_ceiling
@@ -145,9 +145,7 @@ class StewardCollector(Collector):
             "doc_type", "queue", "outcome", "human").annotate(n=Sum("tasks")))
         for status in ("completed", "rejected"):
             statuses[status] = sum(r["n"] for r in outcomes if r["outcome"] == status)
-        yield _filled("steward_tasks", {(status,): statuses.get(status, 0) for status in
-                                        ("queued", "running", "awaiting_approval", "completed", "rejected",
-                                         "dead_lettered", "discarded")})
+        yield _filled("steward_tasks", {(status,): statuses.get(status, 0) for status in TaskStatus.values})
         yield _filled("steward_task_outcomes", {
             (r["doc_type"], r["queue"], r["outcome"], "true" if r["human"] else "false"): r["n"] for r in outcomes})
 

@@ -263,14 +263,13 @@ def _guarded(what: str):
 
 
 @_guarded("a step")
-def record_step(step, task) -> None:
+def record_step(step, task, approval=None) -> None:
     """Count a saved step attempt, and the task's outcome when this step ended it.
 
     Called by the pipeline right after the step row and the task are written, in the same
-    transaction. `task` is the in-memory task with its totals and status after this step.
+    transaction. `task` is the in-memory task with its totals and status after this step;
+    `approval` is the one the route step just opened, if any.
     """
-    from reviews.models import Approval
-
     acc = Accumulator()
     add_step(acc, {name: getattr(step, name) for name in STEP_FIELDS})
     task_values = {name: getattr(task, name) for name in TASK_FIELDS}
@@ -279,11 +278,8 @@ def record_step(step, task) -> None:
     elif task.status == "completed":
         add_task(acc, task_values, outcome="completed", at=task.finished_at, human=_had_human(task.pk),
                  work_cost=_work_cost(task.pk))
-    if step.worker == "route" and step.status == "succeeded":
-        approval = (Approval.objects.select_related("queue", "task", "rejection_reason")
-                    .filter(task_id=task.pk).order_by("-id").first())
-        if approval is not None and approval.status == "auto_approved":
-            add_approval(acc, _approval_values(approval))
+    if approval is not None and approval.status == "auto_approved":
+        add_approval(acc, _approval_values(approval))
     acc.apply()
 
 

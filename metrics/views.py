@@ -5,11 +5,10 @@ import csv
 from urllib.parse import urlencode
 
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 
+from orchestrator.presenters import render_page
 from orchestrator.roles import ADMIN, OPERATOR, api_view, role_required
 
 from .charts import CHARTS, chart_filters, filter_choices
@@ -34,9 +33,7 @@ def charts(request: HttpRequest) -> HttpResponse:
         "ranges": [("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")],
     }
     template = "metrics/charts.html#charts-body" if request.htmx else "metrics/charts.html"
-    response = render(request, template, context)
-    patch_vary_headers(response, ("HX-Request",))
-    return response
+    return render_page(request, template, context)
 
 
 @require_GET

@@ -263,6 +263,7 @@ def _succeed(run: Run, module, step: Step, output: dict) -> str:
         changes: dict = {"current_step": following, "step_attempts": 0,
                          "lease_expires_at": run.lease_until()}
         outcome = "continue"
+        approval = None
         if step.worker == "route":
             approval = approval_open(task, output)
             if approval.status == "pending":
@@ -273,7 +274,7 @@ def _succeed(run: Run, module, step: Step, output: dict) -> str:
                            finished_at=timezone.now())
             outcome = "completed"
         run.save_task(changed, **changes)
-        record_step(step, task)  # monitoring rollups, in the checkpoint's transaction
+        record_step(step, task, approval)  # monitoring rollups, in the checkpoint's transaction
     run.lease_renewed = time.monotonic()
     return outcome
 

@@ -217,10 +217,10 @@ def run(ctx: StepContext) -> dict:
             ctx.meter.count_tool_call(name, raw, result)
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": json.dumps(result)})
     if verdict is None:
-        calls = [e for e in ctx.meter.transcript if e.get("kind") == "tool_call"]
+        calls = ctx.meter.step.tool_calls
         raise ToolLoop(
-            f"Verifier still calling tools after {ctx.config.max_tool_rounds} rounds ({len(calls)} tool calls): suspected loop",
-            evidence={"tool_calls": len(calls), "recent_tool_calls": calls[-10:]},
+            f"Verifier still calling tools after {ctx.config.max_tool_rounds} rounds ({calls} tool calls): suspected loop",
+            evidence={"tool_calls": calls, "recent_tool_calls": ctx.meter.recent_tool_calls()},
         )
     model_findings = [dict(f.model_dump(), source="model") for f in verdict.findings]
     checks = deterministic_findings(task)
