@@ -5,7 +5,6 @@ import json
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
@@ -154,6 +153,17 @@ def _paginate(request: HttpRequest, queryset, render) -> JsonResponse:
     return JsonResponse({"results": [render(row) for row in rows], "next": next_url})
 
 
+def _by_status(request: HttpRequest, queryset, choices, default: str = ""):
+    """Filter by ?status= (or `default`; no default and no parameter: no filter).
+    Returns (queryset, None), or (None, a 400 response naming the allowed values)."""
+    status = request.GET.get("status", default)
+    if not status and not default:
+        return queryset, None
+    if status not in choices.values:
+        return None, json_error(400, f"Unknown status \"{status}\"", allowed=choices.values)
+    return queryset.filter(status=status), None
+
+
 def _json_body(request: HttpRequest) -> dict:
     try:
         body = json.loads(request.body or b"{}")
@@ -172,11 +182,9 @@ def tasks(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         return _task_create(request)
     queryset = visible_tasks(request.user)
-    status = request.GET.get("status")
-    if status:
-        if status not in TaskStatus.values:
-            return json_error(400, f"Unknown status \"{status}\"", allowed=TaskStatus.values)
-        queryset = queryset.filter(status=status)
+    queryset, error = _by_status(request, queryset, TaskStatus)
+    if error:
+        return error
     if request.GET.get("doc_type"):
         queryset = queryset.filter(doc_type=request.GET["doc_type"])
     if request.GET.get("queue"):
@@ -243,10 +251,9 @@ def approvals(request: HttpRequest) -> JsonResponse:
     queryset = Approval.objects.select_related("queue", "decided_by", "rejection_reason")
     if not has_role(request.user, ADMIN):
         queryset = queryset.filter(queue__reviewers=request.user)
-    status = request.GET.get("status", ApprovalStatus.PENDING)
-    if status not in ApprovalStatus.values:
-        return json_error(400, f"Unknown status \"{status}\"", allowed=ApprovalStatus.values)
-    queryset = queryset.filter(status=status)
+    queryset, error = _by_status(request, queryset, ApprovalStatus, default=ApprovalStatus.PENDING)
+    if error:
+        return error
     if request.GET.get("queue"):
         queryset = queryset.filter(queue__name=request.GET["queue"])
     return _paginate(request, queryset, approval_json)
@@ -279,10 +286,9 @@ def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
 @api_view(OPERATOR, ADMIN)
 def dead_letters(request: HttpRequest) -> JsonResponse:
     queryset = DeadLetter.objects.all()
-    status = request.GET.get("status", DeadLetterStatus.OPEN)
-    if status not in DeadLetterStatus.values:
-        return json_error(400, f"Unknown status \"{status}\"", allowed=DeadLetterStatus.values)
-    queryset = queryset.filter(status=status)
+    queryset, error = _by_status(request, queryset, DeadLetterStatus, default=DeadLetterStatus.OPEN)
+    if error:
+        return error
     if request.GET.get("error_type"):
         queryset = queryset.filter(error_type=request.GET["error_type"])
     return _paginate(request, queryset, dead_letter_json)
