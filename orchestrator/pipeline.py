@@ -43,6 +43,24 @@ def queue_for(worker: str) -> str:
     return settings.STEWARD_WORKER_QUEUES.get(worker, settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
+def send_task_now(celery_task, *args, countdown: float | None = None, queue: str | None = None) -> None:
+    """Send a Celery message. The rows it acts on are committed and are the truth: if the broker is
+    down the failure is logged, not raised, and a sweeper re-sends what was not done."""
+    options: dict = {"queue": queue or settings.CELERY_TASK_DEFAULT_QUEUE}
+    if countdown:
+        options["countdown"] = countdown
+    try:
+        celery_task.apply_async(args=list(args), **options)
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("Could not reach the broker for %s%s; a sweeper will re-send it", celery_task.name, args)
+
+
+def send_task_on_commit(celery_task, *args, countdown: float | None = None, queue: str | None = None) -> None:
+    """Send a Celery message once the current transaction has committed (a worker must never see
+    a row that was not committed)."""
+    transaction.on_commit(lambda: send_task_now(celery_task, *args, countdown=countdown, queue=queue))
+
+
 def send_wakeup(task_id: int, worker: str, countdown: float | None = None) -> None:
     """Ask a Celery worker to run the task, once the current transaction has committed.
 
@@ -50,13 +68,7 @@ def send_wakeup(task_id: int, worker: str, countdown: float | None = None) -> No
     """
     from .tasks import run_task
 
-    def send() -> None:
-        try:
-            run_task.apply_async(args=[task_id], countdown=countdown, queue=queue_for(worker))
-        except Exception:  # noqa: BLE001 - the row is committed; the sweeper will re-send
-            log.exception("Could not reach the broker for task %s; the sweeper will re-enqueue it", task_id)
-
-    transaction.on_commit(send)
+    send_task_on_commit(run_task, task_id, countdown=countdown, queue=queue_for(worker))
 
 
 def worker_config(name: str) -> Config:

@@ -11,7 +11,7 @@ from metrics.rollups import record_discard
 from .errors import error_fingerprint
 from .intake import check_text
 from .models import DeadLetter, DeadLetterStatus, Source, Step, Task, TaskStatus
-from .pipeline import send_wakeup
+from .pipeline import send_task_on_commit, send_wakeup
 
 
 class NotAllowed(Exception):
@@ -355,15 +355,7 @@ def bulk_retry_create(*, user, dead_letter_ids, description: str, selection: dic
 def _send_tick(bulk_id: int, countdown: float) -> None:
     from .tasks import bulk_retry_tick
 
-    def send() -> None:
-        try:
-            bulk_retry_tick.apply_async(args=[bulk_id], countdown=countdown or None)
-        except Exception:  # noqa: BLE001 - the state is in the database; the sweeper re-sends ticks
-            import logging
-
-            logging.getLogger(__name__).exception("Could not send bulk retry %s's tick", bulk_id)
-
-    transaction.on_commit(send)
+    send_task_on_commit(bulk_retry_tick, bulk_id, countdown=countdown)
 
 
 def tick_interval(rate_per_minute: int) -> float:

@@ -138,7 +138,7 @@ def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpRespons
         "evidence_json": pretty(letter.evidence) if letter.evidence else "",
         "edit_step": edit_step,
         "can_edit": edit_step in EDITABLE_AT,
-        "edit_fields_json": pretty(_fields_to_edit(task, letter)),
+        "edit_fields_json": pretty(_fields_to_edit(task, steps)),
         "doc_type_choices": DocType.values,
         "edit_rows": [
             {"name": name, "from": pretty(change.get("from")), "to": pretty(change.get("to"))}
@@ -150,13 +150,14 @@ def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpRespons
     return render_page(request, "orchestrator/triage/detail.html", context)
 
 
-def _fields_to_edit(task: Task, letter: DeadLetter) -> dict:
+def _fields_to_edit(task: Task, steps: list) -> dict:
     """What the edit form starts from: the task's fields; for a failed extract, the last answer
-    the model gave (often nearly right), else an empty object to fill in."""
+    the model gave (often nearly right), else an empty object to fill in. `steps`: the task's
+    steps in timeline order."""
     if task.fields:
         return task.fields
     if task.current_step == "extract":
-        for step in reversed(list(task.steps.filter(worker="extract"))):
+        for step in reversed([s for s in steps if s.worker == "extract"]):
             if isinstance(step.output, dict) and isinstance(step.output.get("fields"), dict):
                 return step.output["fields"]
     return {}
@@ -367,12 +368,13 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
         since = task.enqueued_at if task.status == TaskStatus.QUEUED else task.updated_at
         task.waiting_s = int((now - since).total_seconds()) if since else None
         task.lease_expired = bool(task.lease_expires_at and task.lease_expires_at < now)
+    runs = list(SweepRun.objects.all()[:10])  # newest first
     context = {
         "tasks": tasks,
         "stuck_after_s": int(settings.STEWARD_STUCK_AFTER_S),
         "actions": list(SweepAction.objects.select_related("sweep")[:50]),
-        "runs": list(SweepRun.objects.all()[:10]),
-        "last_run": SweepRun.objects.first(),
+        "runs": runs,
+        "last_run": runs[0] if runs else None,
         "sweep_interval_s": settings.STEWARD_SWEEP_INTERVAL_S,
         "now": now,
     }
