@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from orchestrator.models import RoutingRule, Step, StepStatus
-from orchestrator.workers.route import FALLBACK_QUEUE, rule_matches, to_decimal
+from orchestrator.workers.route import FALLBACK_QUEUE, POLICY_REASON_PREFIXES, rule_matches, to_decimal
 
 from .models import AutoApprovePolicy
 
 SAMPLE = 1000
-# Reasons the route step writes because of the rule or the policy; recomputed, not replayed.
-POLICY_PREFIXES = ("Rule \"", "Low confidence", "Auto-approval is switched off", "Above the auto-approve ceiling")
+# Reasons the route step writes because of the rule or the policy are recomputed, not replayed.
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def recent_routed(limit: int = SAMPLE) -> list[Routed]:
             fields=fields,
             confidence=step.task.confidence,
             amount=max(candidates) if candidates else None,
-            other_reasons=tuple(r for r in output.get("reasons") or [] if not r.startswith(POLICY_PREFIXES)),
+            other_reasons=tuple(r for r in output.get("reasons") or [] if not r.startswith(POLICY_REASON_PREFIXES)),
         ))
     return routed
 

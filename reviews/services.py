@@ -16,7 +16,7 @@ from django.utils import timezone
 from metrics.rollups import record_approval
 from orchestrator.models import Task, TaskStatus
 from orchestrator.pipeline import send_task_now, send_wakeup
-from orchestrator.workers.route import route_for_fields
+from orchestrator.workers.route import RULE_REASON, RULE_REASON_PREFIX, route_for_fields
 
 from .audit import audit_record
 from .models import Approval, ApprovalStatus, AuditEvent, EmailLink, Queue, RejectionReason
@@ -221,9 +221,9 @@ def approval_move(*, approval: Approval, user, corrections: dict, fields: dict, 
     who = user.get_username()
     moved_reason = (f"Moved from {old_queue} by {who}: with the correction ({_changes_text(corrections)}) "
                     f"the rules route it here")
-    reasons = [moved_reason] + [r for r in approval.reasons if not r.startswith("Rule \"")]
+    reasons = [moved_reason] + [r for r in approval.reasons if not r.startswith(RULE_REASON_PREFIX)]
     if route["requires_approval"]:
-        reasons.append(f"Rule \"{route['rule']}\" requires approval")
+        reasons.append(RULE_REASON.format(rule=route["rule"]))
     now = timezone.now()
     with transaction.atomic():
         won = Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.PENDING).update(

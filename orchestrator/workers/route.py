@@ -17,6 +17,14 @@ VERSION = "v1"
 PROMPT = "(route uses no model: RoutingRule rows decide)"
 FALLBACK_QUEUE = "standard_queue"
 
+# How the reasons that come from the rules and the auto-approve policy begin. Moving an approval
+# to another queue and the admin's impact preview recompute these and keep the others, so they
+# recognise them by these openings: reword a reason here, not there.
+RULE_REASON = "Rule \"{rule}\" requires approval"
+RULE_REASON_PREFIX = "Rule \""
+POLICY_REASON_PREFIXES = (RULE_REASON_PREFIX, "Low confidence", "Auto-approval is switched off",
+                          "Above the auto-approve ceiling")
+
 
 def to_decimal(value) -> Decimal | None:
     if value is None or value == "":
@@ -112,7 +120,7 @@ def run(ctx: StepContext) -> dict:
 
     reasons: list[str] = []
     if rule_requires:
-        reasons.append(f"Rule \"{rule_name}\" requires approval")
+        reasons.append(RULE_REASON.format(rule=rule_name))
     if task.duplicate_of_id:
         reasons.append(f"Exact duplicate of task {task.duplicate_of_id}")
     for finding in task.findings or []:
