@@ -123,6 +123,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so that a Celery worker started by the tests sees the test data; one
     # per test process so that two test runs on one machine do not share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+# PostgreSQL: a connection pool per process (0 turns it off). A worker's threads share it and hand
+# their connection back while they wait on the model (orchestrator/pipeline.py), so a process
+# running 32 tasks at once holds a few connections, not 32. Replaces CONN_MAX_AGE (incompatible).
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 8)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": env_float("DB_POOL_TIMEOUT_S", 30),
+    }
+# PostgreSQL: parameters bound by the server, and a statement run 5 times on a connection is
+# prepared there (parsed and planned once). The pipeline runs the same dozen statements for every
+# task: this takes a fifth off PostgreSQL's CPU per task (bench/README.md). Turn it off behind a
+# pooler in transaction mode (PgBouncer before 1.21), which cannot keep prepared statements.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -267,6 +282,13 @@ STEWARD_LOOP_MIN_MARGIN = env_int("STEWARD_LOOP_MIN_MARGIN", 5)
 STEWARD_LOOP_MIN_SAMPLES = env_int("STEWARD_LOOP_MIN_SAMPLES", 50)
 STEWARD_LOOP_WINDOW_DAYS = env_int("STEWARD_LOOP_WINDOW_DAYS", 7)
 STEWARD_LOOP_CACHE_S = env_float("STEWARD_LOOP_CACHE_S", 300)
+# How often a worker process adds the steps it and others committed to the monitoring rollups
+# (metrics/rollups.py): batched off the checkpoint, so the hot path stays one statement per step.
+# /metrics and the charts catch up before they read whatever this is; 0 counts after every task.
+STEWARD_ROLLUP_INTERVAL_S = env_float("STEWARD_ROLLUP_INTERVAL_S", 2)
+# Workers keep what admins tune in memory and reload it when an admin saves a change
+# (orchestrator/tuning.py); this bounds how long a change made around the admin can go unseen.
+STEWARD_TUNING_MAX_AGE_S = env_float("STEWARD_TUNING_MAX_AGE_S", 60)
 
 LOGGING = {
     "version": 1,

@@ -1,8 +1,9 @@
 """Rollups: the figures the charts and /metrics read, kept up to date as the pipeline works.
 
 Every row is one hour or one day (`period`, `bucket`, UTC) x a few low-cardinality dimensions,
-holding counters and sums. The pipeline's checkpoints add to them (metrics/rollups.py) with UPDATE ... = col + n, and
-insert the row when it is missing (a unique constraint makes two racing inserts safe). Each
+holding counters and sums. Steps are added in batches after their checkpoints commit, decisions
+and the sweeper's dead letters as they happen (metrics/rollups.py), with INSERT ... ON CONFLICT
+DO UPDATE SET col = col + n on each row's unique key. Each
 figure is also added to an all-time row (period "a", `bucket` = ALL_TIME) so that /metrics reads
 a few hundred rows whatever the history, and charts read only the hours or days of the range they
 show: neither ever reads the steps table. `manage.py rebuild_rollups` recomputes everything from the raw rows.

@@ -1,11 +1,19 @@
 """Keeping the rollups (metrics/models.py) up to date, and rebuilding them from the raw rows.
 
-The pipeline calls `record_step` at each step checkpoint and `record_approval` when an approval
-is decided, the sweeper `record_dead_letter` when it dead-letters a task without a failing step,
-and the triage services `record_discard` when an operator discards a task, each inside the same
-transaction as the row they count, so a rollup never counts a change that was rolled back. The
-same pure functions (`add_step`, `add_task`, `add_approval`, `add_dead_letter`) feed the live path
-and `rollups_rebuild`, so a rebuild gives the figures the live path gave.
+Steps are counted after they commit, in batches, not inside the pipeline's checkpoints: a
+checkpoint writes its step row (with `counted` false) and nothing else, so the hot path pays one
+statement per step instead of a dozen rollup updates. `rollups_catch_up` takes the uncounted
+steps in id order, adds what they say (usage, tool calls, the task outcome a dead-lettered or
+final step made, the auto-approval a route step made) to the rollups with one upsert per table,
+and marks them counted, all in one transaction under a lock, so every step is counted exactly
+once. Workers run it every STEWARD_ROLLUP_INTERVAL_S (after a task, when due), the sweeper runs
+it, and /metrics and the charts run it before they read, so what they show is never behind.
+
+Events made by a person or the sweeper are rare and counted inside the transaction that makes
+them: `record_approval` when an approval is decided, `record_dead_letter` when the sweeper
+dead-letters a task without a failing step, `record_discard` when an operator discards a task.
+The same pure functions (`add_step`, `add_task`, `add_approval`, `add_dead_letter`) feed the
+live path and `rollups_rebuild`, so a rebuild gives the figures the live path gave.
 
 How task outcomes are counted (TaskRollup; the charts and /metrics read it this way):
 - completed, rejected: once, when it happens.
@@ -24,13 +32,15 @@ How task outcomes are counted (TaskRollup; the charts and /metrics read it this 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.db.models import Sum
 
 from . import histograms as h
 from .models import ALL_TIME, ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
@@ -83,25 +93,19 @@ class Accumulator:
                  count=1, total=float(value))
 
     def apply(self) -> None:
-        """Add every increment to its row: UPDATE col = col + n, or INSERT when the row is missing.
+        """Add every increment to its row: one INSERT ... ON CONFLICT DO UPDATE SET col = col + n
+        per table (and per UPSERT_BATCH rows), so a batch of any size costs a few statements.
 
-        Rows are written in a fixed order so that two transactions never wait on each other
-        crosswise (no deadlock); a racing INSERT of the same row loses on the unique constraint
-        and retries as an UPDATE.
+        Tables and rows go in a fixed order so that two transactions adding to the same rows
+        lock them in the same order and never wait on each other crosswise (no deadlock).
         """
-        for (model, values), increments in sorted(self.rows.items(), key=lambda item: (item[0][0].__name__, _sortable(item[0][1]))):
-            key = dict(zip(model.KEY, values))
-            updates = {name: F(name) + value for name, value in increments.items()}
-            for attempt in range(3):
-                if model.objects.filter(**key).update(**updates):
-                    break
-                try:
-                    with transaction.atomic():
-                        model.objects.create(**key, **increments)
-                    break
-                except IntegrityError:
-                    if attempt == 2:
-                        raise
+        by_model: dict[type, list] = defaultdict(list)
+        for (model, values), increments in self.rows.items():
+            by_model[model].append((values, increments))
+        for model in sorted(by_model, key=lambda m: m.__name__):
+            rows = sorted(by_model[model], key=lambda row: _sortable(row[0]))
+            for first in range(0, len(rows), UPSERT_BATCH):
+                _upsert(model, rows[first:first + UPSERT_BATCH])
 
     def create_all(self, batch_size: int = 2000) -> int:
         """Insert every row (for a rebuild into empty tables)."""
@@ -115,6 +119,33 @@ class Accumulator:
 
 def _sortable(values: tuple) -> tuple:
     return tuple(str(value) for value in values)
+
+
+UPSERT_BATCH = 500  # rows per statement: well inside SQLite's limit on parameters
+
+
+def _upsert(model: type, rows: list[tuple[tuple, dict]]) -> None:
+    """INSERT the rows; where a row with the same key exists, add the increments to it instead.
+    PostgreSQL and SQLite (3.24+) both speak this ON CONFLICT dialect."""
+    meta = model._meta
+    counters = [f.name for f in meta.concrete_fields if f.name not in model.KEY and not f.primary_key]
+    columns = [meta.get_field(name) for name in (*model.KEY, *counters)]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    params: list = []
+    for values, increments in rows:
+        row = (*values, *(increments.get(name, 0) for name in counters))
+        params.extend(field.get_db_prep_save(value, connection) for field, value in zip(columns, row))
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(f.column) for f in columns)}) "
+        f"VALUES {', '.join([placeholders] * len(rows))} "
+        f"ON CONFLICT ({', '.join(quote(meta.get_field(name).column) for name in model.KEY)}) DO UPDATE SET "
+        + ", ".join(f"{quote(meta.get_field(name).column)} = {table}.{quote(meta.get_field(name).column)} "
+                    f"+ EXCLUDED.{quote(meta.get_field(name).column)}" for name in counters)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 # --- What one event adds ----------------------------------------------------------------------
@@ -229,13 +260,13 @@ def _work_cost(task_id: int) -> Decimal:
     return Step.objects.filter(task_id=task_id, status="succeeded").aggregate(s=Sum("cost_usd"))["s"] or Decimal("0")
 
 
-def _had_human(task_id: int) -> bool:
-    """A person stepped in: decided its approval, or retried it from the dead-letter queue."""
+def _had_human(task_ids: list[int]) -> set[int]:
+    """The tasks a person stepped in on: decided an approval, or retried one from the dead-letter queue."""
     from orchestrator.models import DeadLetter
     from reviews.models import Approval
 
-    return (Approval.objects.filter(task_id=task_id, decided_by__isnull=False).exists()
-            or DeadLetter.objects.filter(task_id=task_id, status="retried").exists())
+    return (set(Approval.objects.filter(task_id__in=task_ids, decided_by__isnull=False).values_list("task_id", flat=True))
+            | set(DeadLetter.objects.filter(task_id__in=task_ids, status="retried").values_list("task_id", flat=True)))
 
 
 def _approval_values(approval) -> dict:
@@ -262,25 +293,128 @@ def _guarded(what: str):
     return decorator
 
 
-@_guarded("a step")
-def record_step(step, task, approval=None) -> None:
-    """Count a saved step attempt, and the task's outcome when this step ended it.
+# --- Counting committed steps ------------------------------------------------------------------
 
-    Called by the pipeline right after the step row and the task are written, in the same
-    transaction. `task` is the in-memory task with its totals and status after this step;
-    `approval` is the one the route step just opened, if any.
+CATCH_UP_BATCH = 2000
+# Readers (/metrics, the charts) count at most this many batches before they read: a bounded wait.
+READER_CATCH_UP_BATCHES = 5
+# Both catch-up and rebuild hold this (a PostgreSQL advisory lock; SQLite has one writer anyway).
+ROLLUP_LOCK_KEY = 0x5354_4557  # "STEW"
+LAST_WORKER = "act"  # a succeeded step of this worker completes its task (orchestrator.workers.PIPELINE)
+_last_catch_up = 0.0
+
+
+def rollups_catch_up(*, max_batches: int | None = None, wait: bool = False) -> int:
+    """Count every step not counted yet (see the module docstring). Returns how many it counted.
+
+    When another process is already catching up, a worker (wait=False) leaves the work to it and
+    returns 0 at once; a reader (wait=True: /metrics, the charts) waits for that batch to commit
+    and then counts what is left, so it reads everything committed before it asked.
     """
-    acc = Accumulator()
-    add_step(acc, {name: getattr(step, name) for name in STEP_FIELDS})
-    task_values = {name: getattr(task, name) for name in TASK_FIELDS}
-    if step.status == "dead_lettered":
-        add_task(acc, task_values, outcome="dead_lettered", at=step.finished_at, work_cost=_work_cost(task.pk))
-    elif task.status == "completed":
-        add_task(acc, task_values, outcome="completed", at=task.finished_at, human=_had_human(task.pk),
-                 work_cost=_work_cost(task.pk))
-    if approval is not None and approval.status == "auto_approved":
-        add_approval(acc, _approval_values(approval))
-    acc.apply()
+    counted = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
+        done = _catch_up_batch(wait)
+        if done is None:
+            break
+        counted += done
+        if done < CATCH_UP_BATCH:
+            break
+    return counted
+
+
+def rollups_catch_up_if_due() -> None:
+    """Catch up when STEWARD_ROLLUP_INTERVAL_S have passed since this process last did (workers
+    call it after each task). A failure is logged: counting must never break the work it counts."""
+    global _last_catch_up
+    if time.monotonic() - _last_catch_up < settings.STEWARD_ROLLUP_INTERVAL_S:
+        return
+    _last_catch_up = time.monotonic()
+    try:
+        rollups_catch_up()
+    except Exception:  # noqa: BLE001
+        log.exception("Could not count the latest steps in the rollups; the next catch-up will")
+
+
+def _lock(wait: bool) -> bool:
+    if connection.vendor != "postgresql":
+        return True  # SQLite: the IMMEDIATE transaction is the only writer
+    with connection.cursor() as cursor:
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
+        return cursor.fetchone()[0]
+
+
+def _catch_up_batch(wait: bool) -> int | None:
+    """Count up to CATCH_UP_BATCH uncounted steps in one transaction; None when locked or none left."""
+    from orchestrator.models import Step
+
+    with transaction.atomic():
+        if not _lock(wait):
+            return None
+        steps = list(Step.objects.filter(counted=False).order_by("id").values("id", "task_id", *STEP_FIELDS)
+                     [:CATCH_UP_BATCH])
+        if not steps:
+            return None
+        acc = Accumulator()
+        for step in steps:
+            add_step(acc, step)
+        _add_step_outcomes(acc, steps)
+        acc.apply()
+        Step.objects.filter(pk__in=[step["id"] for step in steps]).update(counted=True)
+        return len(steps)
+
+
+def _add_step_outcomes(acc: Accumulator, steps: list[dict]) -> None:
+    """What the batch's steps did to their tasks, counted as rollups_rebuild counts it:
+    - a dead-lettered step: the task's dead_lettered outcome, with its totals up to that step;
+    - a succeeded final step: the task's completed outcome, with its final totals;
+    - a route step that needed nobody: its auto-approval."""
+    from orchestrator.models import Step, Task
+    from reviews.models import Approval
+
+    ending = [s for s in steps if s["status"] == "dead_lettered"
+              or (s["status"] == "succeeded" and s["worker"] == LAST_WORKER)]
+    auto = [s["task_id"] for s in steps if s["worker"] == "route" and s["status"] == "succeeded"
+            and not (s["output"] or {}).get("requires_approval", True)]
+    if ending:
+        task_ids = {s["task_id"] for s in ending}
+        tasks = {row["id"]: row for row in Task.objects.filter(pk__in=task_ids).values("id", "finished_at", *TASK_FIELDS)}
+        history: dict[int, list] = defaultdict(list)
+        for row in Step.objects.filter(task_id__in=task_ids).order_by("id").values("id", "task_id", *TOTAL_STEP_FIELDS):
+            history[row["task_id"]].append(row)
+        completed = [s["task_id"] for s in ending if s["status"] == "succeeded"]
+        human = _had_human(completed) if completed else set()
+        for step in ending:
+            task = tasks[step["task_id"]]
+            totals = _running_totals(history[step["task_id"]], until_id=step["id"])
+            if step["status"] == "dead_lettered":
+                add_task(acc, _task_values(task, totals), outcome="dead_lettered", at=step["finished_at"],
+                         work_cost=totals["work"])
+            else:
+                add_task(acc, task, outcome="completed", at=task["finished_at"], human=task["id"] in human,
+                         work_cost=totals["work"])
+    if auto:
+        for approval in Approval.objects.filter(task_id__in=auto, status="auto_approved").select_related(
+                "queue", "task", "rejection_reason"):
+            add_approval(acc, _approval_values(approval))
+
+
+def _running_totals(steps: list[dict], *, until_id: int) -> dict:
+    """A task's totals from its steps up to and including `until_id`, in id order (as a rebuild walks them)."""
+    totals = _no_totals()
+    for step in steps:
+        if step["id"] > until_id:
+            break
+        for name in ("tool_calls", "input_tokens", "output_tokens"):
+            totals[name] += step[name]
+        totals["cost_usd"] += Decimal(step["cost_usd"] or 0)
+        if step["status"] == "succeeded":
+            totals["work"] += Decimal(step["cost_usd"] or 0)
+    return totals
 
 
 @_guarded("an approval")
@@ -304,7 +438,8 @@ def record_approval(approval_id: int) -> None:
 @_guarded("a dead letter")
 def record_dead_letter(dead_letter_id: int) -> None:
     """Count a dead letter made without a failing step (the sweeper's Orphaned ones). Called right
-    after dead_letter_create, in its transaction. A letter with a step is counted by record_step."""
+    after dead_letter_create, in its transaction. A letter with a step is counted with its step
+    (rollups_catch_up)."""
     from orchestrator.models import DeadLetter, Step
 
     letter = DeadLetter.objects.filter(pk=dead_letter_id, step__isnull=True, worker="").values(*LETTER_FIELDS).first()
@@ -336,12 +471,57 @@ def record_discard(task_id: int) -> None:
 def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
     """Recompute every rollup from steps, tasks and approvals (after an upgrade, or to repair).
 
-    Steps: read the tasks' dimensions and totals; walk the steps in id order keeping each task's
-    running totals (a dead-lettered step is that task's dead-letter outcome, with the totals so
-    far); add each completed or discarded task's outcome and every decided approval (and rejection)
-    with the task's own totals; add each dead letter made without a step (with the totals of the
-    steps finished by then); replace the rollup tables' contents in one transaction.
+    Steps: hold the rollup lock (no catch-up runs meanwhile); in one transaction that reads a
+    single snapshot (REPEATABLE READ on PostgreSQL; SQLite's write transaction is one), mark every
+    step it sees counted; read the tasks' dimensions and totals; walk the steps in id order keeping
+    each task's running totals (a dead-lettered step is that task's dead-letter outcome, with the
+    totals so far); add each completed or discarded task's outcome and every decided approval (and
+    rejection) with the task's own totals; add each dead letter made without a step (with the
+    totals of the steps finished by then); replace the rollup tables' contents. Steps committed
+    after the snapshot stay uncounted, for the next catch-up. A clash with a concurrent decision
+    (PostgreSQL's serialization failure) starts over, at most three times.
     """
+    for attempt in range(3):
+        try:
+            with _rollup_lock():
+                return _rebuild(chunk_size)
+        except OperationalError:
+            if attempt == 2:
+                raise
+            log.warning("Rollup rebuild clashed with a concurrent change; starting over")
+    raise AssertionError("unreachable")
+
+
+class _rollup_lock:
+    """The catch-up's lock, held for a whole rebuild (a session-level advisory lock on PostgreSQL)."""
+
+    def __enter__(self):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_lock(%s)", [ROLLUP_LOCK_KEY])
+        return self
+
+    def __exit__(self, *exc_info):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [ROLLUP_LOCK_KEY])
+        return False
+
+
+def _rebuild(chunk_size: int) -> dict[str, int]:
+    from orchestrator.models import Step
+
+    # Only a transaction of our own can choose its isolation (a caller's is what it is).
+    own_snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
+    with transaction.atomic():
+        if own_snapshot:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        Step.objects.filter(counted=False).update(counted=True)
+        return _rebuild_from_snapshot(chunk_size)
+
+
+def _rebuild_from_snapshot(chunk_size: int) -> dict[str, int]:
     from orchestrator.models import DeadLetter, Step, Task
     from reviews.models import Approval
 
@@ -388,10 +568,9 @@ def rollups_rebuild(*, chunk_size: int = 5000) -> dict[str, int]:
         if approval.status in ("rejected", "expired"):
             work = (running.get(approval.task_id) or _no_totals())["work"]
             add_task(acc, tasks[approval.task_id], outcome="rejected", at=approval.decided_at, work_cost=work)
-    with transaction.atomic():
-        for model in ROLLUPS:
-            model.objects.all().delete()
-        rows = acc.create_all()
+    for model in ROLLUPS:
+        model.objects.all().delete()
+    rows = acc.create_all()
     from .loops import clear_cache
 
     clear_cache()
@@ -409,7 +588,8 @@ def _task_values(task: dict, totals: dict) -> dict:
 
 
 def rollup_snapshot() -> dict[str, set]:
-    """Every rollup row as comparable tuples (for tests and for checking a rebuild)."""
+    """Every rollup row as comparable tuples, every step counted (for tests and for checking a rebuild)."""
+    rollups_catch_up(wait=True)
     snapshot: dict[str, set] = {}
     for model in ROLLUPS:
         fields = [f.name for f in model._meta.fields if f.name != "id"]

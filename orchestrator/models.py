@@ -7,6 +7,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Lower
 from django.urls import reverse
 
 
@@ -63,6 +65,12 @@ class UsageFields(models.Model):
         abstract = True
 
 
+# Extracted fields that verify looks up (duplicates, a counterparty's history), as indexed expressions.
+# Cast: compared as plain text (a JSON key's own "exact" would parse the value as JSON on SQLite).
+INVOICE_NUMBER_KEY = Cast(KeyTextTransform("invoice_number", "fields"), models.TextField())
+COUNTERPARTY_KEY = Lower(KeyTextTransform("counterparty", "fields"))
+
+
 class Task(UsageFields):
     status = models.CharField(max_length=20, choices=TaskStatus.choices, default=TaskStatus.QUEUED)
     # The next worker to run ("" once finished). Steps before it have succeeded.
@@ -109,6 +117,9 @@ class Task(UsageFields):
         # Lists page newest first by id (keyset pagination); ids grow with creation time.
         ordering = ["-id"]
         indexes = [
+            # What verify's tools look up (orchestrator/workers/verify.py), so they stay fast as history grows.
+            models.Index(INVOICE_NUMBER_KEY, name="task_invoice_number"),
+            models.Index(COUNTERPARTY_KEY, name="task_counterparty"),
             models.Index(fields=["status", "-id"], name="task_status_id"),
             models.Index(fields=["doc_type", "-id"], name="task_doctype_id"),
             models.Index(fields=["routed_to", "-id"], name="task_route_id"),
@@ -179,10 +190,17 @@ class Step(UsageFields):
 
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Added to the monitoring rollups yet? Steps are counted in batches after they commit
+    # (metrics.rollups.rollups_catch_up), off the checkpoint's hot path.
+    counted = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["started_at", "id"]
-        indexes = [models.Index(fields=["task", "started_at"], name="step_task_started")]
+        indexes = [
+            models.Index(fields=["task", "started_at"], name="step_task_started"),
+            # The catch-up's queue: small, whatever the history.
+            models.Index(fields=["id"], condition=Q(counted=False), name="step_uncounted"),
+        ]
         constraints = [
             # Invariant 2: a succeeded step is never run (or paid for) again.
             models.UniqueConstraint(
@@ -315,6 +333,15 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} from {self.effective_from}"
+
+
+class TuningVersion(models.Model):
+    """One row: bumped whenever an admin changes what workers read on every task (orchestrator/tuning.py)."""
+
+    version = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"tuning version {self.version}"
 
 
 class WorkerConfig(models.Model):

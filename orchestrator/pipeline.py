@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from metrics.rollups import record_step
+from metrics.rollups import rollups_catch_up_if_due
 
+from .checkpoints import checkpoint_write, next_attempt
 from .errors import LeaseLost, StepError, TransientError
 from .llm import BudgetLimits, Meter, Usage
-from .models import Budget, Step, StepStatus, Task, TaskStatus, WorkerConfig
+from .models import Step, StepStatus, Task, TaskStatus, TuningVersion
+from .tuning import Tuning, tuning
 from .workers import WORKERS, next_step
 from .workers.base import Config, StepContext
 
@@ -72,20 +74,11 @@ def send_wakeup(task_id: int, worker: str, countdown: float | None = None) -> No
 
 
 def worker_config(name: str) -> Config:
-    module = WORKERS[name]
-    row = WorkerConfig.objects.filter(worker=name).first()
-    if row is None:
-        return Config(model="gpt-4o-mini", prompt=module.PROMPT, version=module.VERSION, max_retries=4,
-                      timeout_s=settings.STEWARD_LLM_TIMEOUT_S, max_reasks=2, max_tool_rounds=6)
-    return Config(model=row.model, prompt=row.prompt, version=row.version, max_retries=row.max_retries,
-                  timeout_s=row.timeout_s, max_reasks=row.max_reasks, max_tool_rounds=row.max_tool_rounds)
+    return tuning().config(name)
 
 
 def current_budget() -> BudgetLimits | None:
-    row = Budget.objects.filter(active=True).order_by("id").first()
-    if row is None:
-        return None
-    return BudgetLimits(row.max_llm_calls, row.max_tool_calls, row.max_tokens, row.max_cost_usd)
+    return tuning().budget
 
 
 def backoff_delay(failures: int, retry_after: float | None) -> float:
@@ -98,14 +91,19 @@ def backoff_delay(failures: int, retry_after: float | None) -> float:
 
 @dataclass
 class Run:
-    """One worker's hold on one task: its lease and the task's in-memory totals."""
+    """One worker's hold on one task: its lease, the task's in-memory totals, and what admins
+    tuned as of the claim (every model call of the run is checked against the same budget)."""
 
     task: Task
     runner: str
-    attempts: dict[str, int]
-    # Read once per run: every model call of the run is checked against the same ceilings.
-    budget: BudgetLimits | None = None
+    tuning: Tuning
     lease_renewed: float = 0.0
+    # The approval the route step opened in this run, handed to act (no need to read it back).
+    approval: object = None
+
+    @property
+    def budget(self) -> BudgetLimits | None:
+        return self.tuning.budget
 
     def lease_until(self):
         return timezone.now() + timedelta(seconds=settings.STEWARD_LEASE_S)
@@ -119,6 +117,10 @@ class Run:
             raise LeaseLost(self.task.pk)
         self.lease_renewed = time.monotonic()
 
+    def before_model_call(self) -> None:
+        self.renew_lease()
+        release_connection()
+
     def totals(self) -> Usage:
         return Usage(**{name: getattr(self.task, name) for name in TOTAL_FIELDS})
 
@@ -126,34 +128,49 @@ class Run:
         for name in TOTAL_FIELDS:
             setattr(self.task, name, getattr(self.task, name) + getattr(usage, name))
 
-    def save_task(self, fields: list[str], **changes) -> None:
-        """Write the task as part of a checkpoint; fails (rolling back) if our lease was taken."""
+    def task_values(self, fields: list[str], **changes) -> dict:
+        """Apply `changes` to the in-memory task; the columns a checkpoint writes (with the totals)."""
         for name, value in changes.items():
             setattr(self.task, name, value)
         values = {name: getattr(self.task, name) for name in set(fields) | set(changes) | set(TOTAL_FIELDS)}
         values["updated_at"] = timezone.now()
+        return values
+
+    def save_task(self, fields: list[str], **changes) -> None:
+        """Write the task as part of a checkpoint; fails (rolling back) if our lease was taken."""
+        values = self.task_values(fields, **changes)
         if not Task.objects.filter(pk=self.task.pk, lease_owner=self.runner, status=TaskStatus.RUNNING).update(**values):
             raise LeaseLost(self.task.pk)
 
 
-def claim(task_id: int, runner: str) -> Task | None:
-    """Take the task by compare-and-set; None when another worker has it or it is not runnable."""
+def release_connection() -> None:
+    """Hand this thread's database connection back to the pool while it waits on the model (a
+    slow model must not pin a connection per waiting task); the next query takes one again.
+    Only with a pool (config/settings.py DB_POOL_MAX_SIZE): without one, that would reconnect."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.connection is not None and not db.in_atomic_block and db.settings_dict["OPTIONS"].get("pool"):
+        db.close()
+
+
+def claim(task_id: int, runner: str) -> tuple[Task, int] | None:
+    """Take the task by compare-and-set, in one statement that also returns the task and the
+    tuning version (orchestrator/tuning.py). None when another worker has it or it is not runnable.
+    """
     now = timezone.now()
-    claimed = (
-        Task.objects.filter(pk=task_id)
-        .filter(
-            Q(status=TaskStatus.QUEUED, not_before__isnull=True)
-            | Q(status=TaskStatus.QUEUED, not_before__lte=now)
-            | Q(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
-        )
-        .update(
-            status=TaskStatus.RUNNING,
-            lease_owner=runner,
-            lease_expires_at=now + timedelta(seconds=settings.STEWARD_LEASE_S),
-            not_before=None,
-            updated_at=now,
-        )
-    )
+    lease_until = now + timedelta(seconds=settings.STEWARD_LEASE_S)
+    quote = connection.ops.quote_name
+    table, versions = quote(Task._meta.db_table), quote(TuningVersion._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in Task._meta.concrete_fields)
+    datetime_param = Task._meta.get_field("updated_at")
+    stamps = [datetime_param.get_db_prep_save(value, connection) for value in (lease_until, now, now, now)]
+    claimed = list(Task.objects.raw(
+        f"UPDATE {table} SET status = %s, lease_owner = %s, lease_expires_at = %s, not_before = NULL, "
+        f"updated_at = %s WHERE id = %s AND ((status = %s AND (not_before IS NULL OR not_before <= %s)) "
+        f"OR (status = %s AND lease_expires_at < %s)) "
+        f"RETURNING {columns}, (SELECT version FROM {versions} WHERE id = 1) AS tuning_version",
+        [TaskStatus.RUNNING.value, runner, stamps[0], stamps[1], task_id, TaskStatus.QUEUED.value, stamps[2],
+         TaskStatus.RUNNING.value, stamps[3]],
+    ))
     if not claimed:
         early = Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, not_before__gt=now).values_list(
             "not_before", "current_step").first()
@@ -161,24 +178,31 @@ def claim(task_id: int, runner: str) -> Task | None:
             # A wake-up that came before the retry time (a re-send): keep the task owned by one.
             send_wakeup(task_id, early[1], countdown=(early[0] - now).total_seconds())
         return None
-    return Task.objects.filter(pk=task_id).first()
+    task = claimed[0]
+    return task, task.tuning_version or 0
 
 
 def task_run(task_id: int, *, runner: str) -> str:
+    """Run the task's remaining steps (see `_run`), then count recent steps in the monitoring
+    rollups if this process is due to (metrics/rollups.py: batched, off the checkpoints)."""
+    try:
+        return _run(task_id, runner)
+    finally:
+        rollups_catch_up_if_due()
+
+
+def _run(task_id: int, runner: str) -> str:
     """Run the task's remaining steps. Returns what happened, for logs and tests.
 
-    Steps: claim the task (compare-and-set lease); load its succeeded steps' attempt numbers;
-    run each remaining step on this worker's queue, checkpointing after each; stop when the
+    Steps: claim the task (compare-and-set lease, with the tuning version); run each remaining step on this worker's queue, checkpointing after each; stop when the
     task completes, waits for a person, fails (retry later or dead letter) or moves to a
     step that belongs on another Celery queue.
     """
-    task = claim(task_id, runner)
-    if task is None:
+    claimed = claim(task_id, runner)
+    if claimed is None:
         return "not-claimed"
-    attempts: dict[str, int] = {}
-    for worker, attempt in Step.objects.filter(task=task).values_list("worker", "attempt"):
-        attempts[worker] = max(attempts.get(worker, 0), attempt)
-    run = Run(task=task, runner=runner, attempts=attempts, budget=current_budget(), lease_renewed=time.monotonic())
+    task, version = claimed
+    run = Run(task=task, runner=runner, tuning=tuning(version), lease_renewed=time.monotonic())
     run_queue = queue_for(task.current_step)
     try:
         while task.current_step:
@@ -221,17 +245,17 @@ def release(task_id: int, runner: str, delay: float = 5.0) -> None:
 def run_step(run: Run, name: str) -> str:
     task = run.task
     module = WORKERS[name]
-    config = worker_config(name)
-    attempt = run.attempts.get(name, 0) + 1
+    config = run.tuning.config(name)
     meter = Meter(task_totals=run.totals(), budget=run.budget, timeout_s=config.timeout_s,
-                  before_call=run.renew_lease)
+                  before_call=run.before_model_call)
     started_at = timezone.now()
     clock = time.perf_counter()
     error: StepError | None = None
     trace = ""
     output: dict = {}
     try:
-        output = module.run(StepContext(task=task, config=config, meter=meter))
+        output = module.run(StepContext(task=task, config=config, meter=meter, tuning=run.tuning,
+                                        approval=run.approval))
     except LeaseLost:
         raise
     except StepError as exc:
@@ -242,14 +266,13 @@ def run_step(run: Run, name: str) -> str:
     if meter.step.latency_ms == 0:
         meter.step.latency_ms = int((time.perf_counter() - clock) * 1000)
     step = Step(
-        task=task, worker=name, attempt=attempt, input=_step_input(task, name), output=output,
+        task=task, worker=name, input=_step_input(task, name), output=output,
         transcript=meter.transcript, model=meter.model or (config.model if meter.step.llm_calls else ""),
         prompt_version=config.version, simulated=meter.simulated, started_at=started_at,
         finished_at=timezone.now(),
         **{name: getattr(meter.step, name) for name in STEP_USAGE_FIELDS},
     )
     run.add_usage(meter.step)
-    run.attempts[name] = attempt
     if error is None:
         return _succeed(run, module, step, output)
     return _fail(run, step, error, trace, config)
@@ -264,29 +287,30 @@ def _step_input(task: Task, name: str) -> dict:
 
 
 def _succeed(run: Run, module, step: Step, output: dict) -> str:
-    from reviews.services import approval_open
+    """The step's checkpoint: its row, its results on the task and (route) the approval, written
+    together while we hold the lease (orchestrator/checkpoints.py)."""
+    from reviews.services import approval_build, approval_opened
 
     task = run.task
     changed = module.apply(task, output)
     following = next_step(step.worker)
-    with transaction.atomic():
-        step.status = StepStatus.SUCCEEDED
-        step.save(force_insert=True)
-        changes: dict = {"current_step": following, "step_attempts": 0,
-                         "lease_expires_at": run.lease_until()}
-        outcome = "continue"
-        approval = None
-        if step.worker == "route":
-            approval = approval_open(task, output)
-            if approval.status == "pending":
-                changes.update(status=TaskStatus.AWAITING_APPROVAL, lease_owner="", lease_expires_at=None)
-                outcome = "awaiting_approval"
-        if not following:
-            changes.update(status=TaskStatus.COMPLETED, lease_owner="", lease_expires_at=None,
-                           finished_at=timezone.now())
-            outcome = "completed"
-        run.save_task(changed, **changes)
-        record_step(step, task, approval)  # monitoring rollups, in the checkpoint's transaction
+    step.status = StepStatus.SUCCEEDED
+    changes: dict = {"current_step": following, "step_attempts": 0, "lease_expires_at": run.lease_until()}
+    outcome = "continue"
+    approval = None
+    if step.worker == "route":
+        approval = approval_build(task, output, run.tuning.queues[output["queue"]])
+        if approval.status == "pending":
+            changes.update(status=TaskStatus.AWAITING_APPROVAL, lease_owner="", lease_expires_at=None)
+            outcome = "awaiting_approval"
+    if not following:
+        changes.update(status=TaskStatus.COMPLETED, lease_owner="", lease_expires_at=None,
+                       finished_at=timezone.now())
+        outcome = "completed"
+    checkpoint_write(task, run.runner, run.task_values(changed, **changes), step, approval)
+    if approval is not None:
+        approval_opened(approval)
+        run.approval = approval
     run.lease_renewed = time.monotonic()
     return outcome
 
@@ -300,6 +324,7 @@ def _fail(run: Run, step: Step, error: StepError, trace: str, config: Config) ->
     failures = task.step_attempts + 1
     retry = not error.permanent and failures <= config.max_retries
     with transaction.atomic():
+        step.attempt = next_attempt(task.pk, step.worker)
         if retry:
             delay = backoff_delay(failures, error.retry_after)
             step.status = StepStatus.FAILED
@@ -321,7 +346,6 @@ def _fail(run: Run, step: Step, error: StepError, trace: str, config: Config) ->
             dead_letter_create(task=task, step=step, error_type=error.error_type, message=message,
                                traceback=trace, attempts=failures, evidence=error.evidence)
             outcome = "dead-lettered"
-        record_step(step, task)  # monitoring rollups, in the checkpoint's transaction
     log.info("Task %s step %s attempt %s failed (%s): %s", task.pk, step.worker, step.attempt,
              error.error_type, outcome)
     return outcome

@@ -1,9 +1,11 @@
 """Writes on tasks and dead letters. Plain keyword-only functions named <entity>_<action>."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from metrics.rollups import record_discard
@@ -30,8 +32,8 @@ def task_submit(
     """Store a document as a queued task and wake a worker. Returns (task, created).
 
     Steps: validate the text (IntakeError); with an Idempotency-Key already used by this
-    submitter, return that task unchanged; flag an exact duplicate of earlier content (it still
-    becomes a task, never dropped); insert; enqueue after commit.
+    submitter, return that task unchanged; insert, flagging an exact duplicate of earlier content
+    in the same statement (it still becomes a task, never dropped); enqueue after commit.
     """
     text = check_text(content)
     key = (idempotency_key or "").strip()[:255]
@@ -40,9 +42,11 @@ def task_submit(
         if existing:
             return existing, False
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    earlier = Task.objects.filter(content_sha256=sha).order_by("id").values_list("id", flat=True).first()
+    earlier = Subquery(Task.objects.filter(content_sha256=sha).order_by("id").values("id")[:1])
     try:
-        with transaction.atomic():
+        # One INSERT is atomic on its own (and Django reads duplicate_of back with RETURNING);
+        # inside a caller's transaction, a savepoint keeps a lost Idempotency-Key race from breaking it.
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
             task = Task.objects.create(
                 content=text,
                 content_sha256=sha,

@@ -65,13 +65,20 @@ def _notify_after_commit(approval_id: int) -> None:
 def approval_open(task: Task, route: dict) -> Approval:
     """Create the approval for the routed action; auto-approved when no reason for review exists.
 
-    Called inside the route step's checkpoint transaction; a pending approval's reviewers are
-    notified after that commits.
+    A pending approval's reviewers are notified once the current transaction commits.
     """
-    queue = Queue.objects.get(name=route["queue"])
+    approval = approval_build(task, route, Queue.objects.get(name=route["queue"]))
+    approval.save(force_insert=True)
+    approval_opened(approval)
+    return approval
+
+
+def approval_build(task: Task, route: dict, queue: Queue) -> Approval:
+    """The approval for the routed action, not saved yet (the route step's checkpoint saves it
+    together with the step: orchestrator/checkpoints.py). Auto-approved when no reason for review exists."""
     now = timezone.now()
     auto = not route["requires_approval"]
-    approval = Approval.objects.create(
+    return Approval(
         task=task,
         queue=queue,
         action_kind=queue.action_kind,
@@ -89,9 +96,12 @@ def approval_open(task: Task, route: dict) -> Approval:
         decided_at=now if auto else None,
         **({} if auto else _deadlines(queue, now)),
     )
-    if not auto:
+
+
+def approval_opened(approval: Approval) -> None:
+    """After a new approval is saved: tell a pending one's reviewers (after the commit)."""
+    if approval.status == ApprovalStatus.PENDING:
         _notify_after_commit(approval.pk)
-    return approval
 
 
 def user_can_decide(user, approval: Approval) -> bool:

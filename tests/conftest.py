@@ -50,6 +50,25 @@ def django_db_serialized_rollback() -> bool:
     return True
 
 
+@pytest.fixture(autouse=True)
+def _fresh_tuning():
+    """Workers keep admin-tuned rows in memory (orchestrator/tuning.py); each test's rollback
+    changes them behind the ORM's back, so each test starts without that memory."""
+    from orchestrator.tuning import forget
+
+    forget()
+    yield
+    forget()
+
+
+def save_changes(queryset, **changes) -> None:
+    """Change rows as an admin does (save(), so signals run: a tuning change reaches the workers)."""
+    for row in queryset:
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.save()
+
+
 def _user(username: str, role: str | None, queue: str | None = None) -> User:
     user = User.objects.create_user(username, f"{username}@example.com", "pw-" + username)
     if role:

@@ -13,12 +13,14 @@ def run(ctx: StepContext) -> dict:
     from reviews.actions import action_perform
     from reviews.models import Approval, ApprovalStatus
 
-    approval = (
-        Approval.objects.filter(task=ctx.task, status__in=[ApprovalStatus.APPROVED, ApprovalStatus.AUTO_APPROVED])
-        .select_related("queue")
-        .order_by("-id")
-        .first()
-    )
+    approval = ctx.approval  # auto-approved a moment ago in this run: no need to read it back
+    if approval is None or approval.status != ApprovalStatus.AUTO_APPROVED:
+        approval = (
+            Approval.objects.filter(task=ctx.task, status__in=[ApprovalStatus.APPROVED, ApprovalStatus.AUTO_APPROVED])
+            .select_related("queue")
+            .order_by("-id")
+            .first()
+        )
     if approval is None:
         raise PermanentError("No approved action to run for this task", error_type="NoApproval")
     return action_perform(approval)

@@ -31,6 +31,8 @@ class StepContext:
     task: "object"  # orchestrator.models.Task; not imported to keep workers importable alone
     config: Config
     meter: Meter
+    tuning: "object" = None  # orchestrator.tuning.Tuning as of the claim (rules, queues, policy)
+    approval: "object" = None  # the approval opened earlier in this run (route -> act), if any
 
 
 def document_block(text: str) -> str:

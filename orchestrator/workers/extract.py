@@ -1,6 +1,7 @@
 """extract: the key fields for the document's type, validated against a per-type schema."""
 from __future__ import annotations
 
+import functools
 import json
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,12 +74,15 @@ SCHEMAS: dict[str, type[_Fields]] = {
 }
 
 
+@functools.cache
+def schema_text(schema: type[_Fields]) -> str:
+    return json.dumps(schema.model_json_schema())  # the same for every document: made once
+
+
 def run(ctx: StepContext) -> dict:
     doc_type = ctx.task.doc_type or "Other"
     schema = SCHEMAS.get(doc_type, OtherFields)
-    system = ctx.config.prompt.replace("{doc_type}", doc_type).replace(
-        "{schema}", json.dumps(schema.model_json_schema())
-    )
+    system = ctx.config.prompt.replace("{doc_type}", doc_type).replace("{schema}", schema_text(schema))
     messages = [
         {"role": "system", "content": system},
         {"role": "user", "content": document_block(ctx.task.content)},

@@ -51,10 +51,13 @@ def rule_matches(rule, doc_type: str, fields: dict, amount: Decimal | None) -> b
     }.get(rule.operator, False)
 
 
-def choose_rule(doc_type: str, fields: dict, amount: Decimal | None):
-    from ..models import RoutingRule
+def choose_rule(doc_type: str, fields: dict, amount: Decimal | None, rules=None):
+    """The first active rule (by priority) that matches; `rules` from a tuning snapshot, or read now."""
+    if rules is None:
+        from ..tuning import tuning
 
-    for rule in RoutingRule.objects.filter(active=True).select_related("queue").order_by("priority", "id"):
+        rules = tuning().rules
+    for rule in rules:
         if rule_matches(rule, doc_type, fields, amount):
             return rule
     return None
@@ -91,9 +94,9 @@ def routing_amounts(task, fields: dict) -> tuple[Decimal | None, Decimal | None,
     return extracted, printed, max(candidates) if candidates else None
 
 
-def choose_route(doc_type: str, fields: dict, amount: Decimal | None) -> dict:
+def choose_route(doc_type: str, fields: dict, amount: Decimal | None, rules=None) -> dict:
     """The first matching rule's queue, or the fallback queue (which always needs a person)."""
-    rule = choose_rule(doc_type, fields, amount)
+    rule = choose_rule(doc_type, fields, amount, rules)
     if rule is None:
         return {"queue": FALLBACK_QUEUE, "rule": "(fallback)", "requires_approval": True}
     return {"queue": rule.queue.name, "rule": rule.name, "requires_approval": rule.requires_approval}
@@ -106,15 +109,16 @@ def route_for_fields(task, fields: dict) -> dict:
 
 
 def run(ctx: StepContext) -> dict:
-    from reviews.models import AutoApprovePolicy, Queue
+    from ..tuning import tuning
 
     task = ctx.task
+    tuned = ctx.tuning or tuning()
     doc_type = task.doc_type or "Other"
     fields = task.fields or {}
     extracted, parsed, amount = routing_amounts(task, fields)
-    route = choose_route(doc_type, fields, amount)
+    route = choose_route(doc_type, fields, amount, tuned.rules)
     queue_name, rule_name, rule_requires = route["queue"], route["rule"], route["requires_approval"]
-    if queue_name == FALLBACK_QUEUE and not Queue.objects.filter(name=FALLBACK_QUEUE).exists():
+    if queue_name == FALLBACK_QUEUE and FALLBACK_QUEUE not in tuned.queues:
         raise PermanentError(f"No routing rule matched and there is no {FALLBACK_QUEUE} queue",
                              error_type="NoRoute")
 
@@ -131,7 +135,7 @@ def run(ctx: StepContext) -> dict:
         # Only the model's word for the amount: never enough to pay without a person.
         reasons.append(f"Amount not confirmed: the model read {money(extracted)}, "
                        "but the document shows no amount with a currency")
-    policy = AutoApprovePolicy.current()
+    policy = tuned.policy
     if task.confidence is not None and task.confidence < policy.min_confidence:
         reasons.append(f"Low confidence ({task.confidence:.2f} < {policy.min_confidence:.2f})")
     if not reasons:

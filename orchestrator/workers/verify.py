@@ -13,6 +13,7 @@ import json
 import statistics
 from typing import Any, Callable, Literal
 
+from django.db.models import Q
 from pydantic import BaseModel, ConfigDict
 
 from metrics.loops import tool_call_ceiling
@@ -94,30 +95,36 @@ class Verdict(BaseModel):
 
 def find_duplicates(task, invoice_number: str | None = None, counterparty: str | None = None,
                     amount: float | None = None) -> dict:
-    from ..models import Task
+    """Earlier tasks with identical content, or the same invoice number (from the same
+    counterparty, when given): one query, on indexes (content hash; Task's invoice-number and
+    counterparty expression indexes), however long the history."""
+    from ..models import COUNTERPARTY_KEY, INVOICE_NUMBER_KEY, Task
 
-    earlier = Task.objects.exclude(pk=task.pk).filter(created_at__lte=task.created_at)
-    matches: dict[int, dict] = {}
-    for row in earlier.filter(content_sha256=task.content_sha256).order_by("id").values("id", "filename")[:5]:
-        matches[row["id"]] = {"task_id": row["id"], "filename": row["filename"], "reason": "identical content"}
+    same = Q(content_sha256=task.content_sha256)
     if invoice_number:
-        same_number = earlier.filter(doc_type="Invoice", fields__invoice_number=invoice_number)
+        number = Q(doc_type="Invoice", invoice_key=str(invoice_number))
         if counterparty:
-            same_number = same_number.filter(fields__counterparty__iexact=counterparty)
-        for row in same_number.order_by("id").values("id", "filename")[:5]:
-            matches.setdefault(row["id"], {"task_id": row["id"], "filename": row["filename"],
-                                           "reason": f"same invoice number {invoice_number}"})
-    return {"matches": list(matches.values())}
+            number &= Q(counterparty_key=str(counterparty).lower())
+        same |= number
+    rows = (Task.objects.alias(invoice_key=INVOICE_NUMBER_KEY, counterparty_key=COUNTERPARTY_KEY)
+            .filter(same, created_at__lte=task.created_at).exclude(pk=task.pk)
+            .order_by("id").values("id", "filename", "content_sha256")[:10])
+    identical = [row for row in rows if row["content_sha256"] == task.content_sha256][:5]
+    numbered = [row for row in rows if row["content_sha256"] != task.content_sha256][:5]
+    matches = [{"task_id": row["id"], "filename": row["filename"], "reason": "identical content"} for row in identical]
+    matches += [{"task_id": row["id"], "filename": row["filename"], "reason": f"same invoice number {invoice_number}"}
+                for row in numbered]
+    return {"matches": matches}
 
 
 def counterparty_history(task, counterparty: str | None = None) -> dict:
-    from ..models import Task
+    from ..models import COUNTERPARTY_KEY, Task
 
     if not counterparty:
         return {"count": 0, "amounts": [], "median_amount": None}
     rows = (
-        Task.objects.exclude(pk=task.pk)
-        .filter(fields__counterparty__iexact=counterparty, created_at__lte=task.created_at)
+        Task.objects.alias(counterparty_key=COUNTERPARTY_KEY).exclude(pk=task.pk)
+        .filter(counterparty_key=str(counterparty).lower(), created_at__lte=task.created_at)
         .order_by("-created_at")
         .values_list("fields", flat=True)[:20]
     )
@@ -171,11 +178,28 @@ def call_tool(task, name: str, raw_arguments: str) -> Any:
 # --- The loop -------------------------------------------------------------------------------
 
 
-def deterministic_findings(task) -> list[dict]:
-    """The checks that do not depend on the model's goodwill."""
+def _own_duplicate_check(task, name: str, raw_arguments: str) -> bool:
+    """Did this tool call run our own find_duplicates on exactly the task's own invoice number and
+    counterparty? Then its answer is the deterministic check's answer (the model chose only the
+    arguments, and they are the task's own; a replaced tool is never trusted)."""
+    if name != "find_duplicates" or TOOL_FUNCTIONS.get(name) is not find_duplicates:
+        return False
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+    except ValueError:
+        return False
+    fields = task.fields or {}
+    return (isinstance(arguments, dict) and arguments.get("invoice_number") == fields.get("invoice_number")
+            and arguments.get("counterparty") == fields.get("counterparty"))
+
+
+def deterministic_findings(task, duplicates: dict | None = None) -> list[dict]:
+    """The checks that do not depend on the model's goodwill. `duplicates`: what our own
+    find_duplicates answered for the task's own fields during the loop, if it did (see run)."""
     fields = task.fields or {}
     findings = []
-    duplicates = find_duplicates(task, fields.get("invoice_number"), fields.get("counterparty"), fields.get("amount"))
+    if duplicates is None:
+        duplicates = find_duplicates(task, fields.get("invoice_number"), fields.get("counterparty"))
     if duplicates["matches"]:
         first = duplicates["matches"][0]
         findings.append({"kind": "duplicate", "source": "check",
@@ -196,6 +220,7 @@ def run(ctx: StepContext) -> dict:
             + f"\n<fields>\n{json.dumps(task.fields, sort_keys=True)}\n</fields>"},
     ]
     verdict: Verdict | None = None
+    own_duplicates = None
     # Loop detection (also in Meter.count_tool_call): far above this worker's recent p95 is a loop.
     ctx.meter.tool_call_ceiling = tool_call_ceiling(NAME)
     for round_number in range(ctx.config.max_tool_rounds + 1):
@@ -214,6 +239,8 @@ def run(ctx: StepContext) -> dict:
         for call in answer.tool_calls:
             name, raw = call["function"]["name"], call["function"]["arguments"]
             result = call_tool(task, name, raw)
+            if _own_duplicate_check(task, name, raw):
+                own_duplicates = result  # the same query the check below would run: reuse its answer
             ctx.meter.count_tool_call(name, raw, result)
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": json.dumps(result)})
     if verdict is None:
@@ -223,7 +250,7 @@ def run(ctx: StepContext) -> dict:
             evidence={"tool_calls": calls, "recent_tool_calls": ctx.meter.recent_tool_calls()},
         )
     model_findings = [dict(f.model_dump(), source="model") for f in verdict.findings]
-    checks = deterministic_findings(task)
+    checks = deterministic_findings(task, own_duplicates)
     known = {f["kind"] for f in model_findings}
     findings = model_findings + [f for f in checks if f["kind"] not in known]
     # Keep the deterministic evidence (task ids) even when the model reported the same kind.

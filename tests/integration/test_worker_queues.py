@@ -39,6 +39,8 @@ def test_two_workers_on_two_queues_finish_the_task_together(start_worker, simula
     assert simulator.webhook_deliveries()["deliveries"] == 1
     # Three messages: submit -> default queue (classify, extract), hand-over -> agents (verify),
     # hand-over -> default (route, act).
+    # ("received" and "succeeded" lines; the last "succeeded" may be logged just after the commit.)
     received = "orchestrator.tasks.run_task["
-    assert default_worker.log().count(received) == 2 * 2  # "received" and "succeeded" lines
+    wait_for(lambda: default_worker.log().count(received) >= 2 * 2, timeout=10, message="the last log line")
+    assert default_worker.log().count(received) == 2 * 2
     assert agents_worker.log().count(received) == 1 * 2

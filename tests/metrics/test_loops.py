@@ -16,6 +16,7 @@ from orchestrator.models import WorkerConfig
 from orchestrator.services import task_submit
 
 from .conftest import LOOPING, SMALL_INVOICE
+from tests.conftest import save_changes
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +46,7 @@ def test_the_same_tool_call_three_times_stops_the_task_with_evidence(run_pipelin
 
 def test_a_step_far_above_the_workers_p95_is_stopped(run_pipeline, settings):
     settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # only the p95 rule
-    WorkerConfig.objects.filter(worker="verify").update(max_tool_rounds=50)
+    save_changes(WorkerConfig.objects.filter(worker="verify"), max_tool_rounds=50)
     seed_verify_steps(60, 2)  # usually 2 tool calls per verify step
 
     task = run_pipeline(task_submit(content=LOOPING, filename="loop.txt")[0])

@@ -1,4 +1,4 @@
-"""Rollups are kept at each checkpoint, add up to the raw rows, and a rebuild gives the same."""
+"""Rollups count every step (after its checkpoint commits), add up to the raw rows, and a rebuild gives the same."""
 from __future__ import annotations
 
 from decimal import Decimal

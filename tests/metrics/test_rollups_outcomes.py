@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from metrics.charts import CHARTS, chart_filters
 from metrics.models import ALL_TIME, HistogramRollup, StepRollup, TaskRollup
-from metrics.rollups import record_step, rollup_snapshot
+from metrics.rollups import rollup_snapshot, rollups_catch_up
 from orchestrator.models import Step, Task
 from orchestrator.services import dead_letter_discard, dead_letter_requeue, dead_letter_retry, task_submit
 from orchestrator.sweeper import sweep
@@ -58,7 +58,7 @@ def orphaned(settings) -> Task:
         lease_expires_at=timezone.now() - timedelta(seconds=5), recoveries=3, llm_calls=1, tool_calls=2,
         input_tokens=300, output_tokens=20, cost_usd=CLASSIFY_COST)
     task.refresh_from_db()
-    record_step(step, task)  # as the pipeline's checkpoint does
+    rollups_catch_up()  # as a worker does after the checkpoint
 
     assert sweep()["dead_lettered"] == 1
 

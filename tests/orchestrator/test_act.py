@@ -13,6 +13,7 @@ from orchestrator.pipeline import worker_config
 from orchestrator.workers import act
 from orchestrator.workers.base import StepContext
 from reviews.models import Queue
+from tests.conftest import save_changes
 
 
 def run_act(task) -> dict:
@@ -82,7 +83,7 @@ def test_running_act_twice_sends_once(simulator, approved):
 
 
 def test_the_queue_webhook_overrides_the_default_target(simulator, approved, target):
-    Queue.objects.filter(name="finance_director").update(webhook_url=target.url)
+    save_changes(Queue.objects.filter(name="finance_director"), webhook_url=target.url)
 
     run_act(approved.task)
 
@@ -126,7 +127,7 @@ def test_an_unreachable_target_is_transient(settings, approved, target):
 
 
 def test_email_action_sends_one_mail_with_the_idempotency_key(make_task, make_approval, reviewer_finance):
-    Queue.objects.filter(name="finance_director").update(action_kind="email", action_email="ap@example.com")
+    save_changes(Queue.objects.filter(name="finance_director"), action_kind="email", action_email="ap@example.com")
     task = make_task(status="running", current_step="act")
     approval = make_approval(task, "finance_director", action_kind="email", status="approved",
                              decided_by=reviewer_finance)

@@ -10,6 +10,7 @@ from orchestrator.models import Budget, DeadLetter, Step, Task, WorkerConfig
 from orchestrator.services import dead_letter_retry, task_submit
 from reviews.models import Approval
 from reviews.services import approval_decide
+from tests.conftest import save_changes
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +73,7 @@ def test_a_transient_failure_retries_only_the_failed_step(run_pipeline, simulato
 
 
 def test_retry_resumes_from_the_failed_step_after_a_dead_letter(run_pipeline, simulator, settings):
-    WorkerConfig.objects.filter(worker="verify").update(max_retries=0)
+    save_changes(WorkerConfig.objects.filter(worker="verify"), max_retries=0)
     text = INVOICE + "[[sim-fault: unavailable x 1]]\n"
     task = run_pipeline(submit(text))
     # The marker fails the first request of each worker kind; verify has no retries left.
@@ -93,7 +94,7 @@ def test_retry_resumes_from_the_failed_step_after_a_dead_letter(run_pipeline, si
 
 
 def test_transient_failures_past_max_retries_are_dead_lettered_with_attempts(run_pipeline, fast_retries):
-    WorkerConfig.objects.filter(worker="classify").update(max_retries=2)
+    save_changes(WorkerConfig.objects.filter(worker="classify"), max_retries=2)
     task = run_pipeline(submit(INVOICE + "[[sim-fault: server_error]]\n"))
 
     assert task.status == "dead_lettered"
@@ -130,7 +131,7 @@ def test_same_fingerprint_for_the_same_failure_on_different_tasks(run_pipeline):
 
 
 def test_over_budget_task_is_dead_lettered_as_a_suspected_loop_with_evidence(run_pipeline):
-    Budget.objects.update(max_llm_calls=2)
+    save_changes(Budget.objects.all(), max_llm_calls=2)
     task = run_pipeline(submit())
 
     assert task.status == "dead_lettered"
@@ -144,8 +145,8 @@ def test_over_budget_task_is_dead_lettered_as_a_suspected_loop_with_evidence(run
 
 def test_endless_tool_loop_stops_at_the_tool_budget(run_pipeline, settings):
     settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # the backstop under test: loop detection (tests/metrics) off
-    Budget.objects.update(max_tool_calls=5)
-    WorkerConfig.objects.filter(worker="verify").update(max_tool_rounds=50)
+    save_changes(Budget.objects.all(), max_tool_calls=5)
+    save_changes(WorkerConfig.objects.filter(worker="verify"), max_tool_rounds=50)
     task = run_pipeline(submit(INVOICE + "[[sim-fault: tool_loop]]\n"))
 
     assert task.status == "dead_lettered"

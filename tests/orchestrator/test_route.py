@@ -11,6 +11,7 @@ from orchestrator.pipeline import worker_config
 from orchestrator.workers import route
 from orchestrator.workers.base import StepContext
 from reviews.models import Approval, AutoApprovePolicy
+from tests.conftest import save_changes
 
 SAMPLES = Path(__file__).resolve().parents[2] / "orchestrator" / "samples"
 
@@ -113,7 +114,7 @@ def test_verifier_findings_need_approval(make_task):
 
 
 def test_auto_approval_switched_off_needs_approval(make_task):
-    AutoApprovePolicy.objects.update(enabled=False)
+    save_changes(AutoApprovePolicy.objects.all(), enabled=False)
     output = route_of(small_invoice(make_task))
 
     assert output["requires_approval"] is True
@@ -137,7 +138,7 @@ def test_routing_follows_rule_edits_in_the_database(make_task):
     invoice = small_invoice(make_task, amount="1,240.00")
     assert route_of(invoice)["queue"] == "standard_queue"
 
-    RoutingRule.objects.filter(name="Invoice amount > 10,000").update(value="1000")
+    save_changes(RoutingRule.objects.filter(name="Invoice amount > 10,000"), value="1000")
 
     output = route_of(invoice)
     assert output["queue"] == "finance_director"
@@ -149,7 +150,7 @@ def test_an_inactive_rule_no_longer_routes(make_task):
                          fields={"counterparty": "Globex Corporation"})
     assert route_of(contract)["queue"] == "legal_team"
 
-    RoutingRule.objects.filter(name="Contracts").update(active=False)
+    save_changes(RoutingRule.objects.filter(name="Contracts"), active=False)
 
     assert route_of(contract)["queue"] == "standard_queue"
 
@@ -159,7 +160,7 @@ def test_an_inactive_rule_no_longer_routes(make_task):
     ("lt", "500", "standard_queue"), ("eq", "500", "finance_director"),
 ])
 def test_rule_operators_compare_the_amount(make_task, operator, value, routed):
-    RoutingRule.objects.filter(name="Invoice amount > 10,000").update(operator=operator, value=value)
+    save_changes(RoutingRule.objects.filter(name="Invoice amount > 10,000"), operator=operator, value=value)
     assert route_of(small_invoice(make_task))["queue"] == routed
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from orchestrator.errors import ToolLoop
 from orchestrator.llm import Meter, Usage
@@ -155,3 +157,20 @@ def test_findings_are_stored_on_the_task_by_the_pipeline(run_pipeline, make_task
     step = task.steps.get(worker="verify")
     assert step.tool_calls == 3
     assert task.tool_calls == 3
+
+
+def test_the_check_reuses_our_own_duplicate_query_for_the_task_fields(simulator, make_task):
+    """The model asked find_duplicates for the task's own invoice number and counterparty: the
+    deterministic check takes that answer (it is the same query) instead of running it again."""
+    first = make_task(content="INVOICE INV-12\nTotal: $220.00", doc_type="Invoice", fields=invoice(number="INV-12"))
+    again = make_task(content="INVOICE INV-12\nTotal: $220.00", doc_type="Invoice", fields=invoice(number="INV-12"))
+    ctx = context(again)
+
+    with CaptureQueriesContext(connection) as queries:
+        output = verify.run(ctx)
+
+    calls = [e for e in ctx.meter.transcript if e["kind"] == "tool_call" and e["tool"] == "find_duplicates"]
+    assert json.loads(calls[0]["arguments"])["invoice_number"] == "INV-12"
+    assert sum("content_sha256" in q["sql"] for q in queries.captured_queries) == 1
+    assert output["verdict"] == "needs_review"
+    assert [f["task_ids"] for f in output["findings"] if f["kind"] == "duplicate"] == [[first.pk]]

@@ -8,6 +8,7 @@ from django.utils import timezone
 from orchestrator.models import RoutingRule, Step
 from reviews.impact import impact_of_rule
 from reviews.models import AuditEvent, AutoApprovePolicy, Queue
+from tests.conftest import save_changes
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ def test_policy_preview_counts_what_would_be_auto_approved(routed, admin_user, c
     routed(900, confidence=0.9)       # low confidence: a person looks
     routed(800, reasons=["Exact duplicate of task 1"])  # always a person
     policy = AutoApprovePolicy.objects.get()
-    RoutingRule.objects.filter(name="Everything else").update(requires_approval=False)
+    save_changes(RoutingRule.objects.filter(name="Everything else"), requires_approval=False)
 
     preview = client_for(admin_user).post(f"/admin/reviews/autoapprovepolicy/{policy.pk}/change/", {
         "enabled": "on", "min_confidence": "0.85", "max_amount": "2000.00"})

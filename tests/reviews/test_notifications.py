@@ -12,6 +12,7 @@ from reviews.models import Approval, EmailLink, Queue
 from reviews.notifications import approval_notify
 from reviews.services import _send_task as real_send_task
 from reviews.services import approval_open
+from tests.conftest import save_changes
 
 
 class ChatSink:
@@ -80,7 +81,7 @@ def test_each_reviewer_gets_their_own_links_and_the_chats_get_a_card(
         db, reviewer_finance, admin_user, make_task, make_approval, mailoutbox, chat_sink, settings):
     settings.STEWARD_BASE_URL = "https://steward.example.com"
     colleague = admin_user
-    Queue.objects.filter(name="finance_director").update(
+    save_changes(Queue.objects.filter(name="finance_director"),
         teams_webhook_url=f"{chat_sink.url}/teams", slack_webhook_url=f"{chat_sink.url}/slack")
     Queue.objects.get(name="finance_director").reviewers.add(colleague)
     approval = make_approval(make_task(doc_type="Invoice"), "finance_director",
@@ -115,7 +116,7 @@ def test_each_reviewer_gets_their_own_links_and_the_chats_get_a_card(
 
 def test_a_broken_webhook_does_not_stop_the_email(db, reviewer_finance, make_task, make_approval, mailoutbox,
                                                   chat_sink):
-    Queue.objects.filter(name="finance_director").update(slack_webhook_url=f"{chat_sink.url}/broken")
+    save_changes(Queue.objects.filter(name="finance_director"), slack_webhook_url=f"{chat_sink.url}/broken")
     approval = make_approval(make_task(), "finance_director")
 
     result = approval_notify(approval_id=approval.pk)
@@ -129,7 +130,7 @@ def test_decided_approvals_and_silent_queues_send_no_email(db, reviewer_finance,
                                                             mailoutbox):
     decided = make_approval(make_task(), "finance_director", status="approved")
     assert approval_notify(approval_id=decided.pk)["skipped"]
-    Queue.objects.filter(name="finance_director").update(notify_reviewers=False)
+    save_changes(Queue.objects.filter(name="finance_director"), notify_reviewers=False)
     quiet = make_approval(make_task(), "finance_director")
     approval_notify(approval_id=quiet.pk)
     assert mailoutbox == []

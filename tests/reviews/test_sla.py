@@ -11,6 +11,7 @@ from django.utils import timezone
 from orchestrator.models import Task
 from reviews.models import Approval, AuditEvent, Queue
 from reviews.services import AlreadyDecided, approval_decide, approvals_sweep
+from tests.conftest import save_changes
 
 
 def test_beat_runs_the_review_sweep():
@@ -21,7 +22,7 @@ def test_beat_runs_the_review_sweep():
 
 def test_past_sla_is_escalated_once_with_an_email(db, pending, reviewer_finance, client_for, mailoutbox,
                                                   django_capture_on_commit_callbacks):
-    Queue.objects.filter(name="finance_director").update(escalation_email="cfo@example.com")
+    save_changes(Queue.objects.filter(name="finance_director"), escalation_email="cfo@example.com")
     late = pending(number="INV-LATE", age=timedelta(hours=5))  # SLA: 240 minutes
     on_time = pending(number="INV-OK", age=timedelta(hours=1))
 
@@ -47,7 +48,7 @@ def test_past_sla_is_escalated_once_with_an_email(db, pending, reviewer_finance,
 
 
 def test_past_expiry_fails_closed(db, pending, reviewer_finance, run_pipeline, django_capture_on_commit_callbacks):
-    Queue.objects.filter(name="finance_director").update(expiry_minutes=60)
+    save_changes(Queue.objects.filter(name="finance_director"), expiry_minutes=60)
     approval = pending(age=timedelta(hours=2), expires_at=timezone.now() - timedelta(hours=1))
     Task.objects.filter(pk=approval.task_id).update(current_step="act")
 
@@ -71,7 +72,7 @@ def test_past_expiry_fails_closed(db, pending, reviewer_finance, run_pipeline, d
 def test_new_approvals_get_the_queue_deadlines(db, make_task):
     from reviews.services import approval_open
 
-    Queue.objects.filter(name="legal_team").update(sla_minutes=30, expiry_minutes=120)
+    save_changes(Queue.objects.filter(name="legal_team"), sla_minutes=30, expiry_minutes=120)
     before = timezone.now()
     approval = approval_open(make_task(doc_type="Contract"), {
         "queue": "legal_team", "rule": "Contracts", "amount": None, "requires_approval": True,
