@@ -1,0 +1,1 @@
+"""Peer pipelines for the throughput benchmark: the same four steps, built on other stacks."""
