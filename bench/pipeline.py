@@ -445,7 +445,9 @@ def count_statements(procs: Processes, texts: list[str]) -> dict[str, int]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    import config.celery  # noqa: F401  the app the tasks register with, as in a worker process
+    from config.celery import app
+
+    app.set_current()  # the app the tasks register with, as in a worker process
     from metrics.rollups import rollups_catch_up
     from orchestrator import pipeline
     from orchestrator.services import task_submit

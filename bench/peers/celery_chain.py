@@ -81,7 +81,8 @@ def make_app(broker_url: str, backend_url: str) -> Celery:
     it was given even after this module was imported with other defaults. Names are explicit:
     under `python -m` this module is `__main__`, and the worker must see the same names.
     """
-    app = Celery("bench_peers_celery_chain", broker=broker_url, backend=backend_url)
+    # Not the current app: importing this peer must not take over the caller's shared tasks.
+    app = Celery("bench_peers_celery_chain", broker=broker_url, backend=backend_url, set_as_current=False)
     app.conf.update(
         task_default_queue=QUEUE,
         task_serializer="json",
