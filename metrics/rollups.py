@@ -235,11 +235,7 @@ def _totals(steps: list[dict], until: datetime) -> dict:
     for step in steps:
         if step["finished_at"] is None or step["finished_at"] > until:
             continue
-        for name in ("tool_calls", "input_tokens", "output_tokens"):
-            totals[name] += step[name]
-        totals["cost_usd"] += Decimal(step["cost_usd"] or 0)
-        if step["status"] == "succeeded":
-            totals["work"] += Decimal(step["cost_usd"] or 0)
+        _add_step_totals(totals, step)
     return totals
 
 
@@ -409,11 +405,7 @@ def _running_totals(steps: list[dict], *, until_id: int) -> dict:
     for step in steps:
         if step["id"] > until_id:
             break
-        for name in ("tool_calls", "input_tokens", "output_tokens"):
-            totals[name] += step[name]
-        totals["cost_usd"] += Decimal(step["cost_usd"] or 0)
-        if step["status"] == "succeeded":
-            totals["work"] += Decimal(step["cost_usd"] or 0)
+        _add_step_totals(totals, step)
     return totals
 
 
@@ -541,13 +533,8 @@ def _rebuild_from_snapshot(chunk_size: int) -> dict[str, int]:
         add_step(acc, step)
         if step["task_id"] in kept:
             kept[step["task_id"]].append({name: step[name] for name in TOTAL_STEP_FIELDS})
-        totals = running.setdefault(step["task_id"], {"tool_calls": 0, "input_tokens": 0, "output_tokens": 0,
-                                                      "cost_usd": Decimal("0"), "work": Decimal("0")})
-        for name in ("tool_calls", "input_tokens", "output_tokens"):
-            totals[name] += step[name]
-        totals["cost_usd"] += Decimal(step["cost_usd"] or 0)
-        if step["status"] == "succeeded":
-            totals["work"] += Decimal(step["cost_usd"] or 0)
+        totals = running.setdefault(step["task_id"], _no_totals())
+        _add_step_totals(totals, step)
         if step["status"] == "dead_lettered":
             task = tasks[step["task_id"]]
             add_task(acc, _task_values(task, totals), outcome="dead_lettered", at=step["finished_at"],
@@ -579,6 +566,15 @@ def _rebuild_from_snapshot(chunk_size: int) -> dict[str, int]:
 
 def _no_totals() -> dict:
     return {"tool_calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": Decimal("0"), "work": Decimal("0")}
+
+
+def _add_step_totals(totals: dict, step: dict) -> None:
+    """Add one step attempt to a task's running totals (`work`: what its succeeded steps cost)."""
+    for name in ("tool_calls", "input_tokens", "output_tokens"):
+        totals[name] += step[name]
+    totals["cost_usd"] += Decimal(step["cost_usd"] or 0)
+    if step["status"] == "succeeded":
+        totals["work"] += Decimal(step["cost_usd"] or 0)
 
 
 def _task_values(task: dict, totals: dict) -> dict:

@@ -11,6 +11,7 @@ approval and releases the worker.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -20,7 +21,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from metrics.rollups import rollups_catch_up_if_due
@@ -157,20 +157,11 @@ def claim(task_id: int, runner: str) -> tuple[Task, int] | None:
     tuning version (orchestrator/tuning.py). None when another worker has it or it is not runnable.
     """
     now = timezone.now()
-    lease_until = now + timedelta(seconds=settings.STEWARD_LEASE_S)
-    quote = connection.ops.quote_name
-    table, versions = quote(Task._meta.db_table), quote(TuningVersion._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in Task._meta.concrete_fields)
-    datetime_param = Task._meta.get_field("updated_at")
-    stamps = [datetime_param.get_db_prep_save(value, connection) for value in (lease_until, now, now, now)]
-    claimed = list(Task.objects.raw(
-        f"UPDATE {table} SET status = %s, lease_owner = %s, lease_expires_at = %s, not_before = NULL, "
-        f"updated_at = %s WHERE id = %s AND ((status = %s AND (not_before IS NULL OR not_before <= %s)) "
-        f"OR (status = %s AND lease_expires_at < %s)) "
-        f"RETURNING {columns}, (SELECT version FROM {versions} WHERE id = 1) AS tuning_version",
-        [TaskStatus.RUNNING.value, runner, stamps[0], stamps[1], task_id, TaskStatus.QUEUED.value, stamps[2],
-         TaskStatus.RUNNING.value, stamps[3]],
-    ))
+    stamp = Task._meta.get_field("updated_at")
+    lease_until, at = (stamp.get_db_prep_save(value, connection)
+                       for value in (now + timedelta(seconds=settings.STEWARD_LEASE_S), now))
+    running, queued = TaskStatus.RUNNING.value, TaskStatus.QUEUED.value
+    claimed = list(Task.objects.raw(_claim_sql(), [running, runner, lease_until, at, task_id, queued, at, running, at]))
     if not claimed:
         early = Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, not_before__gt=now).values_list(
             "not_before", "current_step").first()
@@ -180,6 +171,18 @@ def claim(task_id: int, runner: str) -> tuple[Task, int] | None:
         return None
     task = claimed[0]
     return task, task.tuning_version or 0
+
+
+@functools.cache
+def _claim_sql() -> str:
+    """The claim's statement, the same for every task: built once per process."""
+    quote = connection.ops.quote_name
+    table, versions = quote(Task._meta.db_table), quote(TuningVersion._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in Task._meta.concrete_fields)
+    return (f"UPDATE {table} SET status = %s, lease_owner = %s, lease_expires_at = %s, not_before = NULL, "
+            f"updated_at = %s WHERE id = %s AND ((status = %s AND (not_before IS NULL OR not_before <= %s)) "
+            f"OR (status = %s AND lease_expires_at < %s)) "
+            f"RETURNING {columns}, (SELECT version FROM {versions} WHERE id = 1) AS tuning_version")
 
 
 def task_run(task_id: int, *, runner: str) -> str:
@@ -194,9 +197,10 @@ def task_run(task_id: int, *, runner: str) -> str:
 def _run(task_id: int, runner: str) -> str:
     """Run the task's remaining steps. Returns what happened, for logs and tests.
 
-    Steps: claim the task (compare-and-set lease, with the tuning version); run each remaining step on this worker's queue, checkpointing after each; stop when the
-    task completes, waits for a person, fails (retry later or dead letter) or moves to a
-    step that belongs on another Celery queue.
+    Steps: claim the task (compare-and-set lease, with the tuning version); run each remaining
+    step on this worker's queue, checkpointing after each; stop when the task completes, waits
+    for a person, fails (retry later or dead letter) or moves to a step that belongs on another
+    Celery queue.
     """
     claimed = claim(task_id, runner)
     if claimed is None:
