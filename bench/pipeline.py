@@ -58,6 +58,8 @@ os.environ["STEWARD_CELERY_QUEUE"] = QUEUE
 import django  # noqa: E402
 import psycopg  # noqa: E402
 
+from bench.machine import machine_cpu_s  # noqa: E402
+
 # The production worker settings README.md documents ("Running workers in production"): the
 # threads pool, because a worker spends its time waiting on the model; one process per core.
 WORKER_PROCESSES = 2
@@ -276,13 +278,6 @@ def check_invariants(n: int) -> str:
     return ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
 
 
-def machine_cpu_s() -> float:
-    """CPU time used by the whole machine so far (every process: workers, simulator, PostgreSQL...)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    busy = sum(int(value) for index, value in enumerate(fields[:8]) if index not in (3, 4))  # not idle, iowait
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
 def process_cpu_s(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -342,10 +337,12 @@ def part_throughput(procs: Processes, n: int, runs: int, peers: bool) -> None:
     procs.start_simulator(latency_ms=0)
     workers = procs.start_workers(WORKER_PROCESSES, WORKER_CONCURRENCY)
     results: dict[str, list[float]] = {"steward": [], "chain": [], "langgraph": [], "langgraph_http": []}
+    cpu: dict[str, list[float]] = {name: [] for name in results}  # ms of the machine's CPU per document
     try:
         for run in range(runs):
             result = steward_run(procs, documents(n, f"T{run}"))
             results["steward"].append(result["tasks_per_s"])
+            cpu["steward"].append(result["cpu_ms"])
             parts = ", ".join(f"{name} {ms:.1f}" for name, ms in result["cpu_parts"].items())
             print(f"  run {run + 1}: Steward {result['tasks_per_s']:6.1f} tasks/s ({result['seconds']:.1f} s; per task: "
                   f"{result['messages_per_task']:.2f} Redis LPUSHes, {result['calls_per_task']:.2f} model calls, "
@@ -358,11 +355,15 @@ def part_throughput(procs: Processes, n: int, runs: int, peers: bool) -> None:
 
             chain = celery_chain.run(n, broker_url=BROKER_URL, backend_url=_other_db(BROKER_URL))
             results["chain"].append(chain["tasks_per_s"])
-            print(f"  run {run + 1}: bare Celery chain {chain['tasks_per_s']:6.1f} tasks/s ({chain['config']})")
+            cpu["chain"].append(chain["cpu_ms"])
+            print(f"  run {run + 1}: bare Celery chain {chain['tasks_per_s']:6.1f} tasks/s, "
+                  f"{chain['cpu_ms']:.1f} ms CPU on the machine per document ({chain['config']})")
             for key, model_url in (("langgraph", None), ("langgraph_http", procs.sim_url)):
                 graph = langgraph_pipeline.run(n, database_url=BASE_DATABASE_URL, model_url=model_url)
                 results[key].append(graph["tasks_per_s"])
-                print(f"  run {run + 1}: {graph['name']} {graph['tasks_per_s']:6.1f} tasks/s ({graph['config']})")
+                cpu[key].append(graph["cpu_ms"])
+                print(f"  run {run + 1}: {graph['name']} {graph['tasks_per_s']:6.1f} tasks/s, "
+                      f"{graph['cpu_ms']:.1f} ms CPU on the machine per document ({graph['config']})")
             workers = procs.start_workers(WORKER_PROCESSES, WORKER_CONCURRENCY)
     finally:
         procs.stop()
@@ -378,6 +379,11 @@ def part_throughput(procs: Processes, n: int, runs: int, peers: bool) -> None:
         http = statistics.median(results["langgraph_http"])
         print(f"  median LangGraph + PostgresSaver calling the same simulator over HTTP: {http:.1f} tasks/s   "
               f"Steward / that = {steward / http:.2f}x (for context: the same model client on both sides)")
+        # A saturated machine runs about (its cores / this) documents a second: where the ratios come from.
+        print("  median CPU of the whole machine per document: " + ", ".join(
+            f"{label} {statistics.median(cpu[key]):.1f} ms" for key, label in (
+                ("steward", "Steward"), ("chain", "chain"), ("langgraph", "LangGraph"),
+                ("langgraph_http", "LangGraph over HTTP"))))
 
 
 def _other_db(url: str) -> str:

@@ -33,6 +33,8 @@ from pathlib import Path
 from celery import Celery, chain
 from celery.result import ResultSet
 
+from bench.machine import machine_cpu_s
+
 QUEUE = "bench-peers-chain"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
 DEFAULT_BACKEND_URL = "redis://127.0.0.1:6379/13"
@@ -127,7 +129,7 @@ def run(
         results = []
         try:
             wait_until_ready(client, worker, nodename, log)
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), machine_cpu_s()
             # Submitting from this thread is enough: a publish costs a fraction of what the worker
             # spends on a chain, so the queue fills far faster than it drains.
             for i in range(n):
@@ -137,7 +139,7 @@ def run(
             # The Redis backend's native join: one MGET for what is already done, then the
             # results' pub/sub messages, instead of n blocking round trips.
             finals = ResultSet(results, app=client).join_native(timeout=RESULT_TIMEOUT)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu_s = time.perf_counter() - started, machine_cpu_s() - cpu_before
         finally:
             stop_worker(worker)
             forget_results(client, results)
@@ -149,6 +151,7 @@ def run(
         "tasks": n,
         "seconds": round(elapsed, 3),
         "tasks_per_s": round(n / elapsed, 1),
+        "cpu_ms": cpu_s * 1000 / n,
         "config": (
             f"1 worker, pool={pool}, concurrency={concurrency}, "
             f"prefetch_multiplier={prefetch_multiplier}, acks early, "

@@ -55,6 +55,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from bench.machine import machine_cpu_s
+
 SCRATCH_DB = "bench_langgraph"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
@@ -166,7 +168,7 @@ def run(
     try:
         with PostgresSaver.from_conn_string(scratch_url) as saver:
             saver.setup()
-        elapsed = _run_workers(n, scratch_url, processes, threads, shared_saver, prepare_threshold, model_url)
+        elapsed, cpu_s = _run_workers(n, scratch_url, processes, threads, shared_saver, prepare_threshold, model_url)
         with psycopg.connect(scratch_url) as conn:
             routed = conn.execute(
                 "SELECT count(DISTINCT thread_id) FROM checkpoints WHERE thread_id LIKE 'doc-%'"
@@ -181,6 +183,7 @@ def run(
         "tasks": n,
         "seconds": round(elapsed, 3),
         "tasks_per_s": round(n / elapsed, 1),
+        "cpu_ms": cpu_s * 1000 / n,
         "config": (
             f"{processes} process(es) x {threads} thread(s), a ConnectionPool per process, "
             f"{'one PostgresSaver per process' if shared_saver else 'a PostgresSaver per thread'}, "
@@ -204,8 +207,9 @@ def drop_scratch_database(database_url: str) -> None:
 def _run_workers(
     n: int, scratch_url: str, processes: int, threads: int, shared_saver: bool, prepare_threshold: int | None,
     model_url: str | None,
-) -> float:
-    """Start the worker processes, let them warm up, then time them through the n documents.
+) -> tuple[float, float]:
+    """Start the worker processes, let them warm up, then time them through the n documents;
+    return (seconds, CPU seconds the whole machine spent meanwhile).
 
     The workers are `python -m` subprocesses of this module rather than multiprocessing
     children: spawn would re-import the caller's main module (a benchmark script that sets up
@@ -232,16 +236,16 @@ def _run_workers(
                 ))
             for worker in workers:
                 _expect(worker, "ready", READY_TIMEOUT, log)
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), machine_cpu_s()
             for worker in workers:
                 worker.stdin.write("go\n")
                 worker.stdin.flush()
             done = sum(int(_expect(worker, "done", RUN_TIMEOUT, log)) for worker in workers)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu_s = time.perf_counter() - started, machine_cpu_s() - cpu_before
             if done != n:
                 raise RuntimeError(f"workers finished {done} documents, expected {n}")
             finished = True
-            return elapsed
+            return elapsed, cpu_s
         finally:
             for worker in workers:
                 _stop(worker, grace=10 if finished else 0)
