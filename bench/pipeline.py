@@ -422,7 +422,7 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
     print(f"\n== Cost per task ==")
     procs.start_simulator(latency_ms=0)
     try:
-        statements = count_statements(procs, documents(k, "C"))
+        statements, cpu = count_statements(procs, documents(k, "C"))
         messages = {name: n for name, n in statements.items() if name.startswith("(broker")}
         statements = {name: n for name, n in statements.items() if not name.startswith("(broker")}
         total = sum(statements.values()) / k
@@ -430,6 +430,11 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
               f"(target <= {TARGET_STATEMENTS}) {'OK' if total <= TARGET_STATEMENTS else 'MISSED'}")
         for part, count in statements.items():
             print(f"    {part:<32} {count / k:6.2f}")
+        # One thread, nothing else running in this process: steadier than throughput on a noisy machine.
+        print(f"  CPU of this process per task (what a worker spends, Django's query log included): "
+              f"{sum(cpu.values()) * 1000 / k:.2f} ms")
+        for part, seconds in cpu.items():
+            print(f"    {part:<32} {seconds * 1000 / k:6.2f}")
         print(f"  broker messages per task: {sum(messages.values()) / k:.2f}")
         for part, count in messages.items():
             print(f"    {part:<62} {count / k:6.2f}")
@@ -442,8 +447,8 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
         procs.stop()
 
 
-def count_statements(procs: Processes, texts: list[str]) -> dict[str, int]:
-    """Statements this process sends to PostgreSQL (BEGIN and COMMIT included) for each part of
+def count_statements(procs: Processes, texts: list[str]) -> tuple[dict[str, int], dict[str, float]]:
+    """Statements this process sends to PostgreSQL (BEGIN and COMMIT included), and its CPU, for each part of
     a task's life, running what a worker runs: submission, the task's run, its reviewers'
     notification (pending approvals), and the rollup catch-up that counts its steps; and the
     broker messages each part sends."""
@@ -465,6 +470,7 @@ def count_statements(procs: Processes, texts: list[str]) -> dict[str, int]:
     settings.STEWARD_ROLLUP_INTERVAL_S = 3600  # caught up once below, for the whole batch
     reset_tasks()
     counts: Counter = Counter()
+    cpu: Counter = Counter()  # seconds of this process's CPU
     sent: Counter = Counter()
     from reviews import services as reviews_services
 
@@ -474,12 +480,14 @@ def count_statements(procs: Processes, texts: list[str]) -> dict[str, int]:
     try:
         # Django's query log, which also holds the BEGIN and COMMIT of every transaction.
         with CaptureQueriesContext(connection) as log:
-            seen = 0
+            seen, clock = 0, time.process_time()
 
             def phase(name: str) -> None:
-                nonlocal seen
+                nonlocal seen, clock
                 counts[name] += len(log.captured_queries) - seen
                 seen = len(log.captured_queries)
+                cpu[name] += time.process_time() - clock
+                clock = time.process_time()
 
             ids = [task_submit(content=text)[0].pk for text in texts]
             phase("submit")
@@ -494,7 +502,7 @@ def count_statements(procs: Processes, texts: list[str]) -> dict[str, int]:
     finally:
         pipeline.send_task_now, reviews_services.send_task_now = originals
     counts.update({f"(broker message: {name})": n for name, n in sent.items()})
-    return dict(counts)
+    return dict(counts), dict(cpu)
 
 
 def worker_rss(procs: Processes, first: int, second: int) -> dict[int, int]:
