@@ -484,6 +484,10 @@ def count_statements(procs: Processes, texts: list[str]) -> tuple[dict[str, int]
 
             def phase(name: str) -> None:
                 nonlocal seen, clock
+                if len(connection.queries_log) == connection.queries_log.maxlen:
+                    # Django keeps the last queries_limit statements: beyond that the counts would be short.
+                    raise RuntimeError(f"More than {connection.queries_log.maxlen} statements to count: "
+                                       f"use a smaller --cost-n")
                 counts[name] += len(log.captured_queries) - seen
                 seen = len(log.captured_queries)
                 cpu[name] += time.process_time() - clock
