@@ -21,7 +21,8 @@ import sys
 from kombu import Connection
 folder, count, pad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with Connection("filesystem://localhost//", transport="{transport}",
-                transport_options={{"data_folder_in": folder, "data_folder_out": folder}}) as conn:
+                transport_options={{"data_folder_in": folder, "data_folder_out": folder,
+                                   "control_folder": folder + "/control"}}) as conn:
     queue = conn.SimpleQueue("race")
     for number in range(count):
         queue.put({{"number": number, "pad": ["x"] * pad}})
@@ -29,7 +30,8 @@ with Connection("filesystem://localhost//", transport="{transport}",
 
 
 def test_a_consumer_polling_during_publishing_gets_every_message_whole(tmp_path: Path):
-    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path),
+               "control_folder": str(tmp_path / "control")}
     publisher = subprocess.Popen(
         [sys.executable, "-c", PUBLISHER.format(transport=TRANSPORT), str(tmp_path), str(MESSAGES), str(PAD)],
         cwd=Path(__file__).resolve().parent.parent,
