@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import histograms as h
-from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES, READER_CATCH_UP_BATCHES, rollups_catch_up
+from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES, rollups_catch_up_for_reader
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class StewardCollector(Collector):
         from .loops import tool_call_ceiling
         from .models import ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
 
-        rollups_catch_up(max_batches=READER_CATCH_UP_BATCHES, wait=True)  # the latest steps, counted before reading
+        rollups_catch_up_for_reader()
         steps = list(StepRollup.objects.filter(period=Period.ALL).values(
             "worker", "model", "doc_type", "outcome", "error_type").annotate(
             n=Sum("steps"), input=Sum("input_tokens"), cached=Sum("cached_tokens"), output=Sum("output_tokens"),

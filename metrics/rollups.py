@@ -293,7 +293,7 @@ def _guarded(what: str):
 
 CATCH_UP_BATCH = 2000
 # Readers (/metrics, the charts) count at most this many batches before they read: a bounded wait.
-READER_CATCH_UP_BATCHES = 5
+_READER_CATCH_UP_BATCHES = 5
 # Both catch-up and rebuild hold this (a PostgreSQL advisory lock; SQLite has one writer anyway).
 ROLLUP_LOCK_KEY = 0x5354_4557  # "STEW"
 LAST_WORKER = "act"  # a succeeded step of this worker completes its task (orchestrator.workers.PIPELINE)
@@ -318,6 +318,12 @@ def rollups_catch_up(*, max_batches: int | None = None, wait: bool = False) -> i
         if done < CATCH_UP_BATCH:
             break
     return counted
+
+
+def rollups_catch_up_for_reader() -> int:
+    """Before /metrics or a chart reads the rollups: count the latest steps, waiting for a catch-up
+    already under way, within a bounded number of batches."""
+    return rollups_catch_up(max_batches=_READER_CATCH_UP_BATCHES, wait=True)
 
 
 def rollups_catch_up_if_due() -> None:

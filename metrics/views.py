@@ -12,7 +12,7 @@ from orchestrator.presenters import render_page
 from orchestrator.roles import ADMIN, OPERATOR, api_view, role_required
 
 from .charts import CHARTS, chart_filters, filter_choices
-from .rollups import READER_CATCH_UP_BATCHES, rollups_catch_up
+from .rollups import rollups_catch_up_for_reader
 
 
 @api_view(OPERATOR, ADMIN)
@@ -23,7 +23,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
 @require_GET
 @role_required(OPERATOR, ADMIN)
 def charts(request: HttpRequest) -> HttpResponse:
-    rollups_catch_up(max_batches=READER_CATCH_UP_BATCHES, wait=True)  # show the latest steps too
+    rollups_catch_up_for_reader()
     filters = chart_filters(request.GET)
     # The CSV links carry the same range and filters (empty form fields left out).
     query = urlencode([(key, value) for key, value in request.GET.items() if value])
@@ -44,7 +44,7 @@ def chart_csv(request: HttpRequest, slug: str) -> HttpResponse:
     build = CHARTS.get(slug)
     if build is None:
         raise Http404("No such chart")
-    rollups_catch_up(max_batches=READER_CATCH_UP_BATCHES, wait=True)
+    rollups_catch_up_for_reader()
     filters = chart_filters(request.GET)
     chart = build(filters)
     response = HttpResponse(content_type="text/csv; charset=utf-8")

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from metrics.rollups import rollups_catch_up_if_due
 
-from .checkpoints import checkpoint_write, next_attempt
+from .checkpoints import checkpoint_write, leased, next_attempt
 from .errors import LeaseLost, StepError, TransientError
 from .llm import BudgetLimits, Meter, Usage
 from .models import Step, StepStatus, Task, TaskStatus, TuningVersion
@@ -111,9 +111,7 @@ class Run:
     def renew_lease(self) -> None:
         if time.monotonic() - self.lease_renewed < settings.STEWARD_LEASE_S / 3:
             return
-        if not Task.objects.filter(pk=self.task.pk, lease_owner=self.runner, status=TaskStatus.RUNNING).update(
-            lease_expires_at=self.lease_until()
-        ):
+        if not leased(self.task.pk, self.runner).update(lease_expires_at=self.lease_until()):
             raise LeaseLost(self.task.pk)
         self.lease_renewed = time.monotonic()
 
@@ -139,7 +137,7 @@ class Run:
     def save_task(self, fields: list[str], **changes) -> None:
         """Write the task as part of a checkpoint; fails (rolling back) if our lease was taken."""
         values = self.task_values(fields, **changes)
-        if not Task.objects.filter(pk=self.task.pk, lease_owner=self.runner, status=TaskStatus.RUNNING).update(**values):
+        if not leased(self.task.pk, self.runner).update(**values):
             raise LeaseLost(self.task.pk)
 
 
@@ -236,7 +234,7 @@ def release(task_id: int, runner: str, delay: float = 5.0) -> None:
     try:
         with transaction.atomic():
             not_before = timezone.now() + timedelta(seconds=delay)
-            if Task.objects.filter(pk=task_id, lease_owner=runner, status=TaskStatus.RUNNING).update(
+            if leased(task_id, runner).update(
                 status=TaskStatus.QUEUED, lease_owner="", lease_expires_at=None, not_before=not_before,
                 enqueued_at=timezone.now(),
             ):

@@ -62,13 +62,17 @@ def tuning(version: int | None = None) -> Tuning:
     if version is None:
         version = current_version()
     snapshot = _snapshot
-    if snapshot is not None and snapshot.version == version and \
-            time.monotonic() - snapshot.loaded_at < settings.STEWARD_TUNING_MAX_AGE_S:
+    if _fresh(snapshot, version):
         return snapshot
     with _lock:
-        snapshot = _load(version)
-        _snapshot = snapshot
-    return snapshot
+        if not _fresh(_snapshot, version):  # else another thread loaded it while this one waited
+            _snapshot = _load(version)
+        return _snapshot
+
+
+def _fresh(snapshot: Tuning | None, version: int) -> bool:
+    return snapshot is not None and snapshot.version == version and \
+        time.monotonic() - snapshot.loaded_at < settings.STEWARD_TUNING_MAX_AGE_S
 
 
 def forget() -> None:
