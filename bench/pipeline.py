@@ -419,7 +419,7 @@ def part_slow(procs: Processes, n: int, runs: int, latency_ms: float) -> None:
 
 
 def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
-    print(f"\n== Cost per task ==")
+    print("\n== Cost per task ==")
     procs.start_simulator(latency_ms=0)
     try:
         statements, cpu = count_statements(procs, documents(k, "C"))

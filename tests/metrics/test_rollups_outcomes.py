@@ -49,10 +49,10 @@ def orphaned(settings) -> Task:
     settings.STEWARD_MAX_RECOVERIES = 3
     task, _ = task_submit(content=SMALL_INVOICE, filename="lost.txt")
     earlier = timezone.now() - timedelta(minutes=10)
-    step = Step.objects.create(task=task, worker="classify", attempt=1, status="succeeded",
-                               output={"doc_type": "Invoice"}, model="gpt-4o-mini", llm_calls=1, tool_calls=2,
-                               input_tokens=300, output_tokens=20, cost_usd=CLASSIFY_COST, started_at=earlier,
-                               finished_at=earlier)
+    Step.objects.create(task=task, worker="classify", attempt=1, status="succeeded",
+                        output={"doc_type": "Invoice"}, model="gpt-4o-mini", llm_calls=1, tool_calls=2,
+                        input_tokens=300, output_tokens=20, cost_usd=CLASSIFY_COST, started_at=earlier,
+                        finished_at=earlier)
     Task.objects.filter(pk=task.pk).update(
         status="running", doc_type="Invoice", current_step="extract", lease_owner="gone",
         lease_expires_at=timezone.now() - timedelta(seconds=5), recoveries=3, llm_calls=1, tool_calls=2,
