@@ -198,6 +198,98 @@ def test_content_filter_is_permanent(db, simulator):
     assert "content filter" in error.message
 
 
+
+# --- Answers from a compatible server that does not answer like OpenAI ----------------------
+
+
+@pytest.fixture
+def odd_server(settings):
+    """A real HTTP server standing in for an OpenAI-compatible one; each test sets what it answers
+    (status 200) to /v1/chat/completions."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer = {"body": b"{}", "type": "application/json"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", answer["type"])
+            self.send_header("Content-Length", str(len(answer["body"])))
+            self.end_headers()
+            self.wfile.write(answer["body"])
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.STEWARD_SIMULATOR_URL = f"http://127.0.0.1:{server.server_port}/v1"
+
+    def answers(body, content_type="application/json"):
+        answer["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
+        answer["type"] = content_type
+
+    yield answers
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_answer_with_only_a_message_is_read_and_counted(db, odd_server):
+    odd_server({"choices": [{"message": {"role": "assistant", "content": '{"doc_type": "Invoice"}'}}]})
+    m = meter()
+
+    answer = m.chat(model="gpt-4o-mini", messages=doc("INVOICE"), json_mode=True)
+
+    assert answer.content == '{"doc_type": "Invoice"}' and answer.tool_calls == []
+    assert answer.model == "gpt-4o-mini" and answer.simulated is False  # no model or fingerprint sent
+    assert (m.step.llm_calls, m.step.input_tokens, m.step.output_tokens) == (1, 0, 0)  # no usage sent
+
+
+def test_tool_calls_and_usage_of_a_compatible_server_are_read(db, odd_server):
+    odd_server({"model": "local-7b", "usage": {"prompt_tokens": 12, "completion_tokens": 5,
+                                               "prompt_tokens_details": None},
+                "choices": [{"message": {"content": None, "tool_calls": [
+                    {"type": "function", "function": {"name": "find_duplicates", "arguments": "{}"}}]}}]})
+    m = meter()
+
+    answer = m.chat(model="gpt-4o-mini", messages=doc("INVOICE"), tools=[])
+
+    assert answer.model == "local-7b"
+    assert answer.tool_calls == [{"id": None, "type": "function",
+                                  "function": {"name": "find_duplicates", "arguments": "{}"}}]
+    assert (m.step.input_tokens, m.step.output_tokens, m.step.cached_tokens) == (12, 5, 0)
+
+
+def test_an_answer_without_choices_is_a_permanent_error(db, odd_server):
+    odd_server({"model": "gpt-4o-mini", "choices": []})
+    m = meter()
+
+    with pytest.raises(PermanentError) as caught:
+        m.chat(model="gpt-4o-mini", messages=doc("INVOICE"), json_mode=True)
+
+    assert caught.value.error_type == "EmptyAnswer"
+    assert m.step.llm_calls == 1
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b"<html>Gateway says hello</html>", "text/html"),
+    ([1, 2, 3], "application/json"),
+    ({"choices": [{"message": {"tool_calls": [{"function": "find_duplicates"}]}}]}, "application/json"),
+])
+def test_an_answer_that_is_not_a_chat_completion_is_transient_and_says_so(db, odd_server, body, content_type):
+    odd_server(body, content_type)
+    m = meter()
+
+    with pytest.raises(TransientError) as caught:
+        m.chat(model="gpt-4o-mini", messages=doc("INVOICE"), json_mode=True)
+
+    assert caught.value.error_type == "MalformedAnswer"
+    assert "not" in caught.value.message
+    assert m.step.llm_calls == 1
+
 # --- Budgets --------------------------------------------------------------------------------
 
 LIMITS = BudgetLimits(max_llm_calls=5, max_tool_calls=8, max_tokens=1_000, max_cost_usd=Decimal("0.01"))
