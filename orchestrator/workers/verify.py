@@ -9,10 +9,12 @@ never hide one.
 """
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from typing import Any, Callable, Literal
 
+from django.db import connection
 from django.db.models import Q
 from pydantic import BaseModel, ConfigDict
 
@@ -98,42 +100,98 @@ def find_duplicates(task, invoice_number: str | None = None, counterparty: str |
     """Earlier tasks with identical content, or the same invoice number (from the same
     counterparty, when given): one query, on indexes (content hash; Task's invoice-number and
     counterparty expression indexes), however long the history."""
-    from ..models import COUNTERPARTY_KEY, INVOICE_NUMBER_KEY, Task
-
-    same = Q(content_sha256=task.content_sha256)
-    if invoice_number:
-        number = Q(doc_type="Invoice", invoice_key=str(invoice_number))
-        if counterparty:
-            number &= Q(counterparty_key=str(counterparty).lower())
-        same |= number
-    rows = (Task.objects.alias(invoice_key=INVOICE_NUMBER_KEY, counterparty_key=COUNTERPARTY_KEY)
-            .filter(same, created_at__lte=task.created_at).exclude(pk=task.pk)
-            .order_by("id").values("id", "filename", "content_sha256")[:10])
-    identical = [row for row in rows if row["content_sha256"] == task.content_sha256][:5]
-    numbered = [row for row in rows if row["content_sha256"] != task.content_sha256][:5]
-    matches = [{"task_id": row["id"], "filename": row["filename"], "reason": "identical content"} for row in identical]
-    matches += [{"task_id": row["id"], "filename": row["filename"], "reason": f"same invoice number {invoice_number}"}
+    number = str(invoice_number) if invoice_number else None
+    party = str(counterparty).lower() if number and counterparty else None
+    rows = _earlier_duplicates(task, number, party)
+    identical = [row for row in rows if row[2] == task.content_sha256][:5]
+    numbered = [row for row in rows if row[2] != task.content_sha256][:5]
+    matches = [{"task_id": row[0], "filename": row[1], "reason": "identical content"} for row in identical]
+    matches += [{"task_id": row[0], "filename": row[1], "reason": f"same invoice number {invoice_number}"}
                 for row in numbered]
     return {"matches": matches}
 
 
 def counterparty_history(task, counterparty: str | None = None) -> dict:
-    from ..models import COUNTERPARTY_KEY, Task
-
     if not counterparty:
         return {"count": 0, "amounts": [], "median_amount": None}
-    rows = (
-        Task.objects.alias(counterparty_key=COUNTERPARTY_KEY).exclude(pk=task.pk)
-        .filter(counterparty_key=str(counterparty).lower(), created_at__lte=task.created_at)
-        .order_by("-created_at")
-        .values_list("fields", flat=True)[:20]
-    )
-    amounts = [float(f["amount"]) for f in rows if isinstance(f, dict) and f.get("amount") is not None]
+    amounts = [amount for amount in map(_number, _recent_amounts(task, str(counterparty).lower())) if amount is not None]
     return {
         "count": len(amounts),
         "amounts": amounts[:10],
         "median_amount": statistics.median(amounts) if amounts else None,
     }
+
+
+def _number(value) -> float | None:
+    """An earlier task's amount as a number; None when it has none or it is not a number."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# The two lookups run for nearly every task. On PostgreSQL they are written out once per process:
+# the ORM spends more CPU compiling each (0.4-0.6 ms here) than PostgreSQL takes to answer it, and
+# it sends the JSON keys as parameters, which keeps a prepared statement's generic plan off the
+# expression indexes (a sequential scan: 93 ms against 0.3 ms on 200,000 tasks). Elsewhere (SQLite,
+# whose JSON operators vary by version) the ORM builds the same queries.
+
+
+def _earlier_duplicates(task, number: str | None, party: str | None) -> list[tuple]:
+    """(id, filename, content_sha256) of up to 10 earlier tasks, oldest first, with the task's
+    content or (an invoice) with `number` and, when given, the lowercased counterparty `party`."""
+    if connection.vendor == "postgresql":
+        params = [task.content_sha256] + [value for value in (number, party) if value]
+        with connection.cursor() as cursor:
+            cursor.execute(_duplicates_sql(bool(number), bool(party)), [*params, task.created_at, task.pk])
+            return cursor.fetchall()
+    from ..models import COUNTERPARTY_KEY, INVOICE_NUMBER_KEY, Task
+
+    same = Q(content_sha256=task.content_sha256)
+    if number:
+        same |= Q(doc_type="Invoice", invoice_key=number, **({"counterparty_key": party} if party else {}))
+    return list(Task.objects.alias(invoice_key=INVOICE_NUMBER_KEY, counterparty_key=COUNTERPARTY_KEY)
+                .filter(same, created_at__lte=task.created_at).exclude(pk=task.pk)
+                .order_by("id").values_list("id", "filename", "content_sha256")[:10])
+
+
+def _recent_amounts(task, party: str) -> list:
+    """The amount field (None where there is none) of the 20 latest earlier tasks from `party`."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_history_sql(), [party, task.created_at, task.pk])
+            return [row[0] for row in cursor.fetchall()]
+    from ..models import COUNTERPARTY_KEY, Task
+
+    rows = (Task.objects.alias(counterparty_key=COUNTERPARTY_KEY).exclude(pk=task.pk)
+            .filter(counterparty_key=party, created_at__lte=task.created_at)
+            .order_by("-created_at").values_list("fields", flat=True)[:20])
+    return [fields.get("amount") if isinstance(fields, dict) else None for fields in rows]
+
+
+@functools.cache
+def _duplicates_sql(by_number: bool, by_party: bool) -> str:
+    # The expressions are those of Task's indexes (orchestrator/models.py), keys written in.
+    number = ""
+    if by_number:
+        party = " AND lower(fields ->> 'counterparty') = %s" if by_party else ""
+        number = f" OR (doc_type = 'Invoice' AND (fields ->> 'invoice_number')::text = %s{party})"
+    return (f"SELECT id, filename, content_sha256 FROM {_task_table()} WHERE (content_sha256 = %s{number}) "
+            f"AND created_at <= %s AND id <> %s ORDER BY id LIMIT 10")
+
+
+@functools.cache
+def _history_sql() -> str:
+    return (f"SELECT fields ->> 'amount' FROM {_task_table()} WHERE lower(fields ->> 'counterparty') = %s "
+            f"AND created_at <= %s AND id <> %s ORDER BY created_at DESC LIMIT 20")
+
+
+def _task_table() -> str:
+    from ..models import Task
+
+    return connection.ops.quote_name(Task._meta.db_table)
 
 
 def check_line_items(task, line_items: list | None = None, total: float | None = None) -> dict:

@@ -91,6 +91,41 @@ def test_amount_far_above_the_counterparty_history_is_an_anomaly(simulator, make
     assert history["result"]["count"] == 3
 
 
+
+# --- The tools' lookups, called directly (written-out SQL on PostgreSQL, the ORM elsewhere) -----
+
+
+def test_find_duplicates_matches_content_or_number_and_counterparty_in_any_case(make_task):
+    same_text = make_task(content="INVOICE INV-9\nTotal: $10.00", doc_type="Invoice", fields=invoice(number="X-1"))
+    same_number = make_task(content="a rescan", doc_type="Invoice", fields=invoice(number="INV-9", counterparty="ACME supplies ltd"))
+    make_task(content="a receipt", doc_type="Receipt", fields=invoice(number="INV-9"))  # not an invoice
+    make_task(content="from someone else", doc_type="Invoice", fields=invoice(number="INV-9", counterparty="Globex"))
+    task = make_task(content="INVOICE INV-9\nTotal: $10.00", doc_type="Invoice", fields=invoice(number="INV-9"))
+    make_task(content="INVOICE INV-9\nTotal: $10.00", doc_type="Invoice", fields=invoice(number="INV-9"))  # later
+
+    found = verify.find_duplicates(task, "INV-9", "Acme Supplies Ltd")
+
+    assert found["matches"] == [
+        {"task_id": same_text.pk, "filename": same_text.filename, "reason": "identical content"},
+        {"task_id": same_number.pk, "filename": same_number.filename, "reason": "same invoice number INV-9"},
+    ]
+    # Without a counterparty, the number from anyone matches; without a number, only the content.
+    assert len(verify.find_duplicates(task, "INV-9", None)["matches"]) == 3
+    assert [m["task_id"] for m in verify.find_duplicates(task, None, "Acme")["matches"]] == [same_text.pk]
+
+
+def test_counterparty_history_reads_the_latest_numeric_amounts_of_that_counterparty(make_task):
+    for amount in (100.0, "120.50", None, "n/a", 90):
+        make_task(doc_type="Invoice", fields=invoice(counterparty="Acme", amount=amount))
+    make_task(doc_type="Invoice", fields=invoice(counterparty="Globex", amount=5.0))
+    task = make_task(doc_type="Invoice", fields=invoice(counterparty="ACME", amount=7.0))
+    make_task(doc_type="Invoice", fields=invoice(counterparty="Acme", amount=1_000.0))  # later
+
+    history = verify.counterparty_history(task, "acme")
+
+    assert history == {"count": 3, "amounts": [90.0, 120.5, 100.0], "median_amount": 100.0}
+    assert verify.counterparty_history(task, "Initech") == {"count": 0, "amounts": [], "median_amount": None}
+
 def test_an_endless_tool_loop_stops_at_the_bound_with_evidence(simulator, make_task, settings):
     settings.STEWARD_LOOP_REPEAT_LIMIT = 0  # the backstop under test: loop detection (tests/metrics) off
     task = make_task(content="INVOICE INV-9\n[[sim-fault: tool_loop]]", doc_type="Invoice",
