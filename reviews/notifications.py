@@ -27,7 +27,7 @@ def approval_notify(*, approval_id: int) -> dict:
     post to the queue's chat webhooks (a failing webhook is logged, it does not stop the rest);
     mark the approval notified. An email failure raises, so the Celery task retries.
     """
-    approval = Approval.objects.select_related("queue", "task").filter(pk=approval_id).first()
+    approval = _approval_for_email(approval_id)
     if approval is None or approval.status != ApprovalStatus.PENDING or approval.notified_at:
         return {"approval_id": approval_id, "skipped": True}
     queue = approval.queue
@@ -42,6 +42,11 @@ def approval_notify(*, approval_id: int) -> dict:
     result["webhooks"] = _post_chat(approval, title, approval.action_summary, "new")
     Approval.objects.filter(pk=approval.pk, notified_at__isnull=True).update(notified_at=timezone.now())
     return result
+
+
+def _approval_for_email(approval_id: int) -> Approval | None:
+    # The emails name the task (id, filename, type): its document text, up to megabytes, stays behind.
+    return Approval.objects.select_related("queue", "task").defer("task__content").filter(pk=approval_id).first()
 
 
 def _item_url(approval: Approval) -> str:
@@ -75,7 +80,7 @@ def _subject(text: str) -> str:
 def approval_escalation_notify(*, approval_id: int, event: str) -> dict:
     """Tell the queue's escalation address (and chat webhooks) that an approval is past its SLA
     ("escalated") or expired undecided ("expired")."""
-    approval = Approval.objects.select_related("queue", "task").filter(pk=approval_id).first()
+    approval = _approval_for_email(approval_id)
     if approval is None:
         return {"approval_id": approval_id, "skipped": True}
     queue = approval.queue
