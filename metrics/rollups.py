@@ -31,12 +31,14 @@ How task outcomes are counted (TaskRollup; the charts and /metrics read it this 
 """
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import time
 from collections import defaultdict
 from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -78,10 +80,10 @@ class Accumulator:
     def add(self, model: type, key: dict, **increments: Any) -> None:
         hour_start = key["bucket"]
         day_start = hour_start.replace(hour=0)
+        key, values_of = dict(key), _key_values(model)
         for period, bucket in ((Period.HOUR, hour_start), (Period.DAY, day_start), (Period.ALL, ALL_TIME)):
-            key = {**key, "period": period.value, "bucket": bucket}
-            values = tuple(key[name] for name in model.KEY)
-            row = self.rows[(model, values)]
+            key["period"], key["bucket"] = period.value, bucket
+            row = self.rows[(model, values_of(key))]
             for name, value in increments.items():
                 row[name] = row.get(name, 0) + value
 
@@ -115,6 +117,12 @@ class Accumulator:
         for model, objects in by_model.items():
             model.objects.bulk_create(objects, batch_size=batch_size)
         return sum(len(objects) for objects in by_model.values())
+
+
+@functools.cache
+def _key_values(model: type) -> Callable[[dict], tuple]:
+    """The row key's values in model.KEY order, read by one C call (this runs a dozen times a step)."""
+    return operator.itemgetter(*model.KEY)
 
 
 def _sortable(values: tuple) -> tuple:
