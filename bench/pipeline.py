@@ -422,7 +422,7 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
     print("\n== Cost per task ==")
     procs.start_simulator(latency_ms=0)
     try:
-        statements, cpu = count_statements(procs, documents(k, "C"))
+        statements, cpu = count_statements(procs, k)
         messages = {name: n for name, n in statements.items() if name.startswith("(broker")}
         statements = {name: n for name, n in statements.items() if not name.startswith("(broker")}
         total = sum(statements.values()) / k
@@ -431,7 +431,7 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
         for part, count in statements.items():
             print(f"    {part:<32} {count / k:6.2f}")
         # One thread, nothing else running in this process: steadier than throughput on a noisy machine.
-        print(f"  CPU of this process per task (what a worker spends, Django's query log included): "
+        print(f"  CPU of this process per task, warm, query log off (what one worker thread spends): "
               f"{sum(cpu.values()) * 1000 / k:.2f} ms")
         for part, seconds in cpu.items():
             print(f"    {part:<32} {seconds * 1000 / k:6.2f}")
@@ -447,11 +447,15 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
         procs.stop()
 
 
-def count_statements(procs: Processes, texts: list[str]) -> tuple[dict[str, int], dict[str, float]]:
+def count_statements(procs: Processes, k: int) -> tuple[dict[str, int], dict[str, float]]:
     """Statements this process sends to PostgreSQL (BEGIN and COMMIT included), and its CPU, for each part of
     a task's life, running what a worker runs: submission, the task's run, its reviewers'
     notification (pending approvals), and the rollup catch-up that counts its steps; and the
-    broker messages each part sends."""
+    broker messages each part sends.
+
+    Three batches of `k` new documents go through: one to warm the process up (imports, caches,
+    prepared statements: what a worker pays once), one with Django's query log on to count the
+    statements, and one with it off to time the CPU (the log costs CPU of its own)."""
     from django.conf import settings
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -459,54 +463,70 @@ def count_statements(procs: Processes, texts: list[str]) -> tuple[dict[str, int]
     from config.celery import app
 
     app.set_current()  # the app the tasks register with, as in a worker process
-    from metrics.rollups import rollups_catch_up
     from orchestrator import pipeline
-    from orchestrator.services import task_submit
-    from reviews.models import Approval
-    from reviews.tasks import approval_notify
+    from reviews import services as reviews_services
 
     settings.STEWARD_SIMULATOR_URL = procs.sim_url
     settings.STEWARD_WEBHOOK_URL = procs.sim_url.removesuffix("/v1") + "/sim/webhook"
-    settings.STEWARD_ROLLUP_INTERVAL_S = 3600  # caught up once below, for the whole batch
+    settings.STEWARD_ROLLUP_INTERVAL_S = 3600  # caught up once per pass, for the whole batch
     reset_tasks()
     counts: Counter = Counter()
     cpu: Counter = Counter()  # seconds of this process's CPU
     sent: Counter = Counter()
-    from reviews import services as reviews_services
-
     originals = pipeline.send_task_now, reviews_services.send_task_now
     # Count the messages each part would send, and run nothing behind our back (notifications are run below).
     pipeline.send_task_now = reviews_services.send_task_now = lambda task, *args, **kwargs: sent.update([task.name])
     try:
+        task_lives(documents(k, "Cw"), lambda name: None)  # warm-up
+        sent.clear()
         # Django's query log, which also holds the BEGIN and COMMIT of every transaction.
         with CaptureQueriesContext(connection) as log:
-            seen, clock = 0, time.process_time()
+            seen = 0
 
-            def phase(name: str) -> None:
-                nonlocal seen, clock
+            def count(name: str) -> None:
+                nonlocal seen
                 if len(connection.queries_log) == connection.queries_log.maxlen:
                     # Django keeps the last queries_limit statements: beyond that the counts would be short.
                     raise RuntimeError(f"More than {connection.queries_log.maxlen} statements to count: "
                                        f"use a smaller --cost-n")
                 counts[name] += len(log.captured_queries) - seen
                 seen = len(log.captured_queries)
-                cpu[name] += time.process_time() - clock
-                clock = time.process_time()
 
-            ids = [task_submit(content=text)[0].pk for text in texts]
-            phase("submit")
-            for task_id in ids:
-                pipeline.task_run(task_id, runner="bench")
-            phase("run (claim + 4-5 checkpoints)")
-            for approval_id in Approval.objects.filter(status="pending").values_list("id", flat=True):
-                approval_notify(approval_id)
-            phase("notify reviewers")
-            rollups_catch_up()
-            phase("rollup catch-up (batched)")
+            task_lives(documents(k, "C"), count)
+        messages = dict(sent)
+        clock = time.process_time()
+
+        def timed(name: str) -> None:
+            nonlocal clock
+            cpu[name] += time.process_time() - clock
+            clock = time.process_time()
+
+        task_lives(documents(k, "Ct"), timed)
     finally:
         pipeline.send_task_now, reviews_services.send_task_now = originals
-    counts.update({f"(broker message: {name})": n for name, n in sent.items()})
+    counts.update({f"(broker message: {name})": n for name, n in messages.items()})
     return dict(counts), dict(cpu)
+
+
+def task_lives(texts: list[str], part_done) -> None:
+    """Submit `texts`, run every task, notify the reviewers of the pending approvals, count the
+    steps in the rollups; `part_done(name)` after each part."""
+    from metrics.rollups import rollups_catch_up
+    from orchestrator import pipeline
+    from orchestrator.services import task_submit
+    from reviews.models import Approval
+    from reviews.tasks import approval_notify
+
+    ids = [task_submit(content=text)[0].pk for text in texts]
+    part_done("submit")
+    for task_id in ids:
+        pipeline.task_run(task_id, runner="bench")
+    part_done("run (claim + 4-5 checkpoints)")
+    for approval_id in Approval.objects.filter(status="pending", task_id__in=ids).values_list("id", flat=True):
+        approval_notify(approval_id)
+    part_done("notify reviewers")
+    rollups_catch_up()
+    part_done("rollup catch-up (batched)")
 
 
 def worker_rss(procs: Processes, first: int, second: int) -> dict[int, int]:
