@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -34,6 +35,10 @@ def browser(monkeypatch):
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+        # While Playwright's event loop runs in this thread, Django keeps the test's connections
+        # apart from the ones outside it (asgiref's Local follows the context): hand those back to
+        # the pool here, or one stays open and the test database cannot be dropped at the end.
+        connections.close_all()
 
 
 @pytest.fixture
