@@ -422,7 +422,7 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
     print("\n== Cost per task ==")
     procs.start_simulator(latency_ms=0)
     try:
-        statements, cpu = count_statements(procs, k)
+        statements, cpu = cost_of_task_lives(procs, k)
         messages = {name: n for name, n in statements.items() if name.startswith("(broker")}
         statements = {name: n for name, n in statements.items() if not name.startswith("(broker")}
         total = sum(statements.values()) / k
@@ -447,7 +447,7 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
         procs.stop()
 
 
-def count_statements(procs: Processes, k: int) -> tuple[dict[str, int], dict[str, float]]:
+def cost_of_task_lives(procs: Processes, k: int) -> tuple[dict[str, int], dict[str, float]]:
     """Statements this process sends to PostgreSQL (BEGIN and COMMIT included), and its CPU, for each part of
     a task's life, running what a worker runs: submission, the task's run, its reviewers'
     notification (pending approvals), and the rollup catch-up that counts its steps; and the

@@ -317,17 +317,22 @@ class Meter:
 
     def _record(self, completion: Any, model: str, elapsed_ms: int) -> Answer:
         """Count the call and its usage, then read the assistant's message (content, tool calls)."""
-        answer = completion if isinstance(completion, dict) else {}
-        usage = _object(answer.get("usage"))
+        self.step.llm_calls += 1
+        self.step.latency_ms += elapsed_ms
+        if not isinstance(completion, dict):
+            # A proxy's error page with status 200, say: worth a retry, then a dead letter that says so.
+            raise TransientError(f"The model server's answer is not a chat completion: {str(completion)[:200]!r}",
+                                 error_type="MalformedAnswer")
+        usage = _object(completion.get("usage"))
         input_tokens = _count(usage.get("prompt_tokens"))
         output_tokens = _count(usage.get("completion_tokens"))
         cached = _count(_object(usage.get("prompt_tokens_details")).get("cached_tokens"))
         reasoning = _count(_object(usage.get("completion_tokens_details")).get("reasoning_tokens"))
-        answered_model = answer.get("model") if isinstance(answer.get("model"), str) and answer["model"] else model
+        answered_model = completion.get("model")
+        if not isinstance(answered_model, str) or not answered_model:
+            answered_model = model
         self.model = answered_model
-        self.simulated = self.simulated or answer.get("system_fingerprint") == SIMULATOR_FINGERPRINT
-        self.step.llm_calls += 1
-        self.step.latency_ms += elapsed_ms
+        self.simulated = self.simulated or completion.get("system_fingerprint") == SIMULATOR_FINGERPRINT
         self.step.input_tokens += input_tokens
         self.step.cached_tokens += cached
         self.step.output_tokens += output_tokens
@@ -335,14 +340,11 @@ class Meter:
         # Price by the name we asked for: on Azure that is the deployment the admin priced.
         self.step.cost_usd += cost_of(model, input_tokens, cached, output_tokens)
 
-        if not isinstance(completion, dict):
-            # A proxy's error page with status 200, say: worth a retry, then a dead letter that says so.
-            raise TransientError(f"The model server's answer is not a chat completion: {str(completion)[:200]!r}",
-                                 error_type="MalformedAnswer")
-        choices = answer.get("choices")
+        choices = completion.get("choices")
         if not choices:
             raise PermanentError("The model returned no choices", error_type="EmptyAnswer")
-        message = _object(_object(choices[0]).get("message") if isinstance(choices, list) else None)
+        first = choices[0] if isinstance(choices, list) else None
+        message = _object(_object(first).get("message"))
         content = message.get("content")
         if content is not None and not isinstance(content, str):
             content = json.dumps(content)

@@ -5,11 +5,14 @@ is an operator, Adam an admin, and Charlie is logged in with no role at all.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -189,6 +192,47 @@ def run_pipeline(simulator):
         return task
 
     return run
+
+
+class LoopbackServer:
+    """A real HTTP server on a free loopback port, standing in for an outside service a test talks
+    to (a webhook target, a chat webhook, a model server that misbehaves). Each POST is recorded in
+    `posts` (path, headers, body bytes, and the body's JSON or None) and answered by
+    `answer(path, body)`, which returns (status, content type, body bytes)."""
+
+    def __init__(self, answer) -> None:
+        self.posts: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    parsed = json.loads(body)
+                except ValueError:
+                    parsed = None
+                server.posts.append({"path": self.path, "headers": self.headers, "body": body, "json": parsed})
+                status, content_type, payload = answer(self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop answering (a test may call it to make the service unreachable; teardown calls it too)."""
+        if self.running:
+            self.running = False
+            self.server.shutdown()
+            self.server.server_close()
 
 
 def database_url() -> str:

@@ -143,9 +143,9 @@ def _earlier_duplicates(task, number: str | None, party: str | None) -> list[tup
     """(id, filename, content_sha256) of up to 10 earlier tasks, oldest first, with the task's
     content or (an invoice) with `number` and, when given, the lowercased counterparty `party`."""
     if connection.vendor == "postgresql":
-        params = [task.content_sha256] + [value for value in (number, party) if value]
+        params = [task.content_sha256, *(value for value in (number, party) if value), task.created_at, task.pk]
         with connection.cursor() as cursor:
-            cursor.execute(_duplicates_sql(bool(number), bool(party)), [*params, task.created_at, task.pk])
+            cursor.execute(_duplicates_sql(bool(number), bool(party)), params)
             return cursor.fetchall()
     from ..models import COUNTERPARTY_KEY, INVOICE_NUMBER_KEY, Task
 

@@ -1,9 +1,6 @@
 """act: the approved action runs once, with the approval's Idempotency-Key, or fails clearly."""
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from django.core import mail
 
@@ -13,7 +10,7 @@ from orchestrator.pipeline import worker_config
 from orchestrator.workers import act
 from orchestrator.workers.base import StepContext
 from reviews.models import Queue
-from tests.conftest import save_changes
+from tests.conftest import LoopbackServer, save_changes
 
 
 def run_act(task) -> dict:
@@ -29,31 +26,25 @@ def approved(make_task, make_approval, reviewer_finance):
                          action_data={"amount": "15400.00"})
 
 
+class WebhookTarget(LoopbackServer):
+    """A webhook receiver answering with the status the test sets; it records what it got."""
+
+    status = 200
+
+    def __init__(self) -> None:
+        super().__init__(lambda path, body: (self.status, "text/plain", b""))
+        self.url += "/hook"
+
+    @property
+    def received(self) -> list[dict]:
+        return [{"key": post["headers"].get("Idempotency-Key"), "body": post["body"]} for post in self.posts]
+
+
 @pytest.fixture
 def target():
-    """A webhook receiver answering with a status the test chooses; it records what it got."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        status = 200
-
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            received.append({"key": self.headers.get("Idempotency-Key"), "body": body})
-            self.send_response(Handler.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    server.handler, server.received = Handler, received
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server = WebhookTarget()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def test_webhook_reaches_the_target_with_the_idempotency_key(simulator, approved):
@@ -93,7 +84,7 @@ def test_the_queue_webhook_overrides_the_default_target(simulator, approved, tar
 
 def test_a_4xx_answer_is_permanent(settings, approved, target):
     settings.STEWARD_WEBHOOK_URL = target.url
-    target.handler.status = 400
+    target.status = 400
 
     with pytest.raises(PermanentError) as caught:
         run_act(approved.task)
@@ -104,12 +95,12 @@ def test_a_4xx_answer_is_permanent(settings, approved, target):
 
 def test_a_5xx_answer_is_transient_and_resent_with_the_same_key(settings, approved, target):
     settings.STEWARD_WEBHOOK_URL = target.url
-    target.handler.status = 503
+    target.status = 503
     with pytest.raises(TransientError) as caught:
         run_act(approved.task)
     assert caught.value.error_type == "Webhook503"
 
-    target.handler.status = 200
+    target.status = 200
     run_act(approved.task)
 
     assert [r["key"] for r in target.received] == [approved.idempotency_key] * 2
@@ -117,8 +108,7 @@ def test_a_5xx_answer_is_transient_and_resent_with_the_same_key(settings, approv
 
 def test_an_unreachable_target_is_transient(settings, approved, target):
     settings.STEWARD_WEBHOOK_URL = target.url
-    target.shutdown()
-    target.server_close()
+    target.stop()
 
     with pytest.raises(TransientError) as caught:
         run_act(approved.task)

@@ -13,6 +13,7 @@ from orchestrator import llm
 from orchestrator.errors import BudgetExceeded, PermanentError, TransientError
 from orchestrator.llm import BudgetLimits, Meter, Usage, cost_of, provider
 from orchestrator.models import ModelPrice
+from tests.conftest import LoopbackServer
 
 SYSTEM = "You classify business documents. Answer with one JSON object."
 
@@ -207,34 +208,17 @@ def odd_server(settings):
     """A real HTTP server standing in for an OpenAI-compatible one; each test sets what it answers
     (status 200) to /v1/chat/completions."""
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     answer = {"body": b"{}", "type": "application/json"}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Type", answer["type"])
-            self.send_header("Content-Length", str(len(answer["body"])))
-            self.end_headers()
-            self.wfile.write(answer["body"])
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.STEWARD_SIMULATOR_URL = f"http://127.0.0.1:{server.server_port}/v1"
+    server = LoopbackServer(lambda path, body: (200, answer["type"], answer["body"]))
+    settings.STEWARD_SIMULATOR_URL = f"{server.url}/v1"
 
     def answers(body, content_type="application/json"):
         answer["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
         answer["type"] = content_type
 
     yield answers
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def test_an_answer_with_only_a_message_is_read_and_counted(db, odd_server):

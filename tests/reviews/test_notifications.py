@@ -2,50 +2,23 @@
 queue's Teams and Slack webhooks, from a Celery task enqueued after commit."""
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from reviews.models import Approval, EmailLink, Queue
 from reviews.notifications import approval_notify
 from reviews.services import _send_task as real_send_task
 from reviews.services import approval_open
-from tests.conftest import save_changes
+from tests.conftest import LoopbackServer, save_changes
 
 
-class ChatSink:
-    """A loopback HTTP server that records each POST (path, headers, JSON body)."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                sink.posts.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
-                status = 500 if self.path.startswith("/broken") else 200
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def chat_sink_answer(path: str, body: bytes) -> tuple[int, str, bytes]:
+    """A chat webhook: 500 under /broken, else 200."""
+    return (500 if path.startswith("/broken") else 200), "text/plain", b"ok"
 
 
 @pytest.fixture
 def chat_sink():
-    sink = ChatSink()
+    sink = LoopbackServer(chat_sink_answer)
     yield sink
     sink.stop()
 
