@@ -214,6 +214,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(BROKER_DIR),
         "control_folder": str(BROKER_DIR / "control"),
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport, sharing one client object per channel (config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:RedisTransport"
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEWARD_CELERY_QUEUE", "steward")
 # The database is the source of truth; the broker only carries wake-ups. Messages are acked after
 # the work (a killed worker's message comes back) and every task body starts with a
