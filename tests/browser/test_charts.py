@@ -46,7 +46,7 @@ def seed_history() -> None:
                                "cost_usd": Decimal("0.0007"), "latency_ms": 600, "started_at": at, "finished_at": at})
             if outcome == "rejected":
                 add_approval(acc, {"status": "rejected", "created_at": at - timedelta(minutes=rng.randint(5, 240)),
-                                   "decided_at": at, "queue": queue, "doc_type": doc_type,
+                                   "decided_at": at, "queue_name": queue, "doc_type": doc_type,
                                    "reason": rng.choice(["duplicate", "wrong_amount", "not_ours"])})
             elif outcome == "dead_lettered":
                 add_step(acc, {"worker": "verify", "model": "gpt-4o-mini", "prompt_version": "v1",

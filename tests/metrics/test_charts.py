@@ -37,7 +37,7 @@ def step(worker="extract", status="succeeded", version="v1", model="gpt-4o-mini"
 
 def approval(decision, wait_minutes, reason="", queue="finance_director", at=RECENT):
     return {"status": decision, "created_at": at - timedelta(minutes=wait_minutes), "decided_at": at,
-            "queue": queue, "doc_type": "Invoice", "reason": reason}
+            "queue_name": queue, "doc_type": "Invoice", "reason": reason}
 
 
 @pytest.fixture
