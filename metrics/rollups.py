@@ -42,7 +42,8 @@ from typing import Any, Callable
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, JSONField, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 
 from . import histograms as h
 from .models import ALL_TIME, ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
@@ -193,13 +194,12 @@ def add_step(acc: Accumulator, step: dict) -> None:
         return  # no model, no agent: route and act do not dilute the tool-call figures
     labels = dict(bucket=bucket, worker=worker, model=model)
     acc.observe(h.AGENT_TOOL_CALLS, step["tool_calls"], **labels)
-    calls = [entry for entry in (step["transcript"] or []) if isinstance(entry, dict) and entry.get("kind") == "response"]
-    if calls:
-        for call in calls:
-            usage = call.get("usage") or {}
-            acc.observe(h.TOKEN_USAGE, usage.get("input", 0) or 0, label="input", **labels)
-            acc.observe(h.TOKEN_USAGE, usage.get("output", 0) or 0, label="output", **labels)
-            acc.observe(h.OPERATION_DURATION, (call.get("latency_ms") or 0) / 1000, **labels)
+    answers = _answers(step)
+    if answers:
+        for input_tokens, output_tokens, latency_ms in answers:
+            acc.observe(h.TOKEN_USAGE, input_tokens or 0, label="input", **labels)
+            acc.observe(h.TOKEN_USAGE, output_tokens or 0, label="output", **labels)
+            acc.observe(h.OPERATION_DURATION, (latency_ms or 0) / 1000, **labels)
     else:
         # No answer in the transcript (imported rows, or a call that failed): one observation for the
         # step. A failed call still took time (OTel records its duration) but used no tokens.
@@ -207,6 +207,19 @@ def add_step(acc: Accumulator, step: dict) -> None:
         if step["input_tokens"] or step["output_tokens"]:
             acc.observe(h.TOKEN_USAGE, step["input_tokens"], label="input", **labels)
             acc.observe(h.TOKEN_USAGE, step["output_tokens"], label="output", **labels)
+
+
+def _answers(step: dict) -> list:
+    """Each model answer of a step as [input tokens, output tokens, latency ms]: picked out by
+    PostgreSQL when the step was read by _step_rows ("answers"), else from its transcript."""
+    if "answers" in step:
+        return step["answers"] or []
+    answers = []
+    for entry in step["transcript"] or []:
+        if isinstance(entry, dict) and entry.get("kind") == "response":
+            usage = entry.get("usage") or {}
+            answers.append([usage.get("input"), usage.get("output"), entry.get("latency_ms")])
+    return answers
 
 
 def add_task(acc: Accumulator, task: dict, *, outcome: str, at: datetime | None, human: bool = False,
@@ -274,6 +287,24 @@ TASK_FIELDS = ("doc_type", "routed_to", "tool_calls", "input_tokens", "output_to
 APPROVAL_FIELDS = ("status", "created_at", "decided_at", "task_id")
 TOTAL_STEP_FIELDS = ("status", "finished_at", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
 LETTER_FIELDS = ("id", "task_id", "worker", "error_type", "doc_type", "queue", "created_at")
+
+
+# On PostgreSQL, a step's model answers as add_step counts them, instead of its whole transcript:
+# the transcript also holds the prompts (the document's text among them), and decoding that JSON
+# was most of the catch-up's reading.
+_ANSWERS_SQL = (
+    "SELECT jsonb_agg(jsonb_build_array(answer -> 'usage' -> 'input', answer -> 'usage' -> 'output', "
+    "answer -> 'latency_ms')) FROM jsonb_path_query({table}.transcript, '$[*] ? (@.kind == \"response\")') AS answer"
+)
+
+
+def _step_rows(steps: QuerySet) -> QuerySet:
+    """The steps as add_step reads them (with their id and task)."""
+    if connection.vendor != "postgresql":
+        return steps.values("id", "task_id", *STEP_FIELDS)
+    table = connection.ops.quote_name(steps.model._meta.db_table)
+    answers = RawSQL(f"({_ANSWERS_SQL.format(table=table)})", [], output_field=JSONField())
+    return steps.values("id", "task_id", *(name for name in STEP_FIELDS if name != "transcript"), answers=answers)
 
 
 def _work_cost(task_id: int) -> Decimal:
@@ -385,7 +416,7 @@ def _catch_up_batch(wait: bool) -> int | None:
     with transaction.atomic():
         if not _lock(wait):
             return None
-        steps = list(Step.objects.filter(counted=False).order_by("id").values("id", "task_id", *STEP_FIELDS)
+        steps = list(_step_rows(Step.objects.filter(counted=False).order_by("id"))
                      [:CATCH_UP_BATCH])
         if not steps:
             return None
@@ -579,7 +610,7 @@ def _rebuild_from_snapshot(chunk_size: int) -> dict[str, int]:
     running: dict[int, dict] = {}
     acc = Accumulator()
     steps = 0
-    for step in Step.objects.order_by("id").values("task_id", *STEP_FIELDS).iterator(chunk_size=chunk_size):
+    for step in _step_rows(Step.objects.order_by("id")).iterator(chunk_size=chunk_size):
         steps += 1
         add_step(acc, step)
         if step["task_id"] in kept:

@@ -49,6 +49,15 @@ def test_figures_after_a_known_scenario(scenario, operator):
     assert total(found, "gen_ai_client_token_usage_count", gen_ai_token_type="input") == calls - errored
     assert total(found, "gen_ai_client_token_usage_sum", gen_ai_token_type="output") == \
         steps.filter(llm_calls__gt=0).exclude(error_type="ContentFilter").aggregate(s=Sum("output_tokens"))["s"]
+    assert total(found, "gen_ai_client_token_usage_sum", gen_ai_token_type="input") == \
+        steps.filter(llm_calls__gt=0).exclude(error_type="ContentFilter").aggregate(s=Sum("input_tokens"))["s"]
+    # Each answer's own latency, as its transcript recorded it; a call with no answer, its step's.
+    answered = [entry["latency_ms"] for step in steps for entry in step.transcript if entry.get("kind") == "response"]
+    unanswered = [step.latency_ms for step in steps.filter(llm_calls__gt=0)
+                  if not any(entry.get("kind") == "response" for entry in step.transcript)]
+    assert answered and unanswered
+    assert total(found, "gen_ai_client_operation_duration_seconds_sum") == \
+        pytest.approx((sum(answered) + sum(unanswered)) / 1000)
     # Tool calls per agent invocation: the verify steps of four tasks that got that far.
     assert total(found, "gen_ai_invoke_agent_tool_calls_count", gen_ai_agent_name="verify") == 4
     assert total(found, "gen_ai_invoke_agent_tool_calls_sum", gen_ai_agent_name="verify") == \
