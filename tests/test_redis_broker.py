@@ -47,17 +47,19 @@ def test_published_and_acknowledged_messages_go_through_one_client(connection, b
     try:
         for number in range(50):
             queue.put({"number": number})
-        received = []
+        received, tags = [], []
         for _ in range(50):
             message = queue.get(timeout=5)
             received.append(message.payload["number"])
+            tags.append(message.delivery_tag)
             message.ack()
         channel = queue.channel
         with channel.conn_or_acquire() as client:
-            unacked = client.hlen(channel.unacked_key)
+            # The hash of unacknowledged messages is shared by every queue of the Redis database.
+            unacked = [tag for tag, kept in zip(tags, client.hmget(channel.unacked_key, tags)) if kept]
 
         assert sorted(received) == list(range(50))
-        assert unacked == 0  # every acknowledgement reached Redis
+        assert unacked == []  # every acknowledgement reached Redis
         assert len([client for asynchronous, client in built if not asynchronous]) == 1
     finally:
         queue.clear()
