@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--yes", action="store_true", help="allow any database name")
     args = parser.parse_args()
 
-    if BASE["ENGINE"] != "django.db.backends.postgresql":
+    if not BASE["ENGINE"].endswith("postgresql"):
         sys.exit("bench/charts.py runs on PostgreSQL: set DATABASE_URL=postgres://...")
     if not args.yes and "bench" not in BASE["NAME"] and "steward_h5" not in BASE["NAME"]:
         sys.exit(f"Refusing to empty databases named after {BASE['NAME']!r}; pass --yes if that is what you want.")

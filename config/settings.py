@@ -127,16 +127,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # their connection back while they wait on the model (orchestrator/pipeline.py), so a process
 # running 32 tasks at once holds a few connections, not 32. Replaces CONN_MAX_AGE (incompatible).
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 8)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+on_postgresql = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if on_postgresql and DB_POOL_MAX_SIZE > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": env_float("DB_POOL_TIMEOUT_S", 30),
     }
+    # Django's backend, checking a pooled connection only when it was not in use a moment ago
+    # (config/postgresql/base.py); it does that check itself, so the pool's own is off.
+    DATABASES["default"].update(ENGINE="config.postgresql", CONN_HEALTH_CHECKS=False)
 # PostgreSQL: parameters bound by the server, and a statement run 5 times on a connection is
 # prepared there (parsed and planned once). The pipeline runs the same dozen statements for every
 # task: this takes a fifth off PostgreSQL's CPU per task (bench/README.md). Turn it off behind a
 # pooler in transaction mode (PgBouncer before 1.21), which cannot keep prepared statements.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
+if on_postgresql and env_bool("DB_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

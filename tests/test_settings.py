@@ -43,4 +43,11 @@ def test_database_url_selects_postgresql():
     result = run_settings(DEBUG="1", DATABASE_URL="postgres://postgres@127.0.0.1:5432/whatever")
 
     assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "config.postgresql"  # Django's, with the pool (config/postgresql)
+
+
+def test_without_the_pool_postgresql_is_djangos_own_backend():
+    result = run_settings(DEBUG="1", DATABASE_URL="postgres://postgres@127.0.0.1:5432/whatever", DB_POOL_MAX_SIZE="0")
+
+    assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "django.db.backends.postgresql"
