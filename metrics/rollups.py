@@ -290,8 +290,8 @@ LETTER_FIELDS = ("id", "task_id", "worker", "error_type", "doc_type", "queue", "
 
 
 # On PostgreSQL, a step's model answers as add_step counts them, instead of its whole transcript:
-# the transcript also holds the prompts (the document's text among them), and decoding that JSON
-# was most of the catch-up's reading.
+# the transcript also holds the prompts (the document's text among them): decoding it was about half
+# of the catch-up's reading (bench/README.md).
 _ANSWERS_SQL = (
     "SELECT jsonb_agg(jsonb_build_array(answer -> 'usage' -> 'input', answer -> 'usage' -> 'output', "
     "answer -> 'latency_ms')) FROM jsonb_path_query({table}.transcript, '$[*] ? (@.kind == \"response\")') AS answer"

@@ -2,7 +2,7 @@
 handed back a moment ago. Selected in config/settings.py whenever the pool is on.
 
 With a pool, Django has the pool check every connection before handing it out: an empty query,
-one round trip (about 130 us of CPU here, client and server together). A worker gives its
+one round trip (about 100 us of CPU here, client and server together). A worker gives its
 connection back before each model call (orchestrator/pipeline.py `release_connection`) and takes
 one again as soon as the answer is in: four or five checkouts per task, each paying that round
 trip for a connection that was working a few milliseconds earlier. HikariCP skips its check the
@@ -38,7 +38,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             try:
                 ConnectionPool.check_connection(connection)
             except Error:
-                connection._pool.putconn(connection)  # broken: the pool closes it and makes another
+                self.pool.putconn(connection)  # broken: the pool closes it and makes another
                 continue
             return connection
         return super().get_new_connection(conn_params)
