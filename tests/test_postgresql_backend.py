@@ -14,7 +14,7 @@ from config.postgresql import base
 
 # From the settings: asking the connection for its pool here, at collection, would open one on the
 # database the settings name, before pytest-django switches every test to the test database.
-pytestmark = pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"] == "config.postgresql",
+pytestmark = pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "config.postgresql",
                                 reason="needs PostgreSQL with the connection pool")
 
 
