@@ -435,16 +435,10 @@ def _mark_counted(step_ids: list[int]) -> None:
     if connection.vendor == "postgresql":
         # One array, not a placeholder per step: the same statement for every batch (see _upsert).
         with connection.cursor() as cursor:
-            cursor.execute(_mark_counted_sql(), [step_ids])
+            cursor.execute(f"UPDATE {connection.ops.quote_name(Step._meta.db_table)} SET counted = true "
+                           f"WHERE id = ANY(%s)", [step_ids])
     else:
         Step.objects.filter(pk__in=step_ids).update(counted=True)
-
-
-@functools.cache
-def _mark_counted_sql() -> str:
-    from orchestrator.models import Step
-
-    return f"UPDATE {connection.ops.quote_name(Step._meta.db_table)} SET counted = true WHERE id = ANY(%s)"
 
 
 def _add_step_outcomes(acc: Accumulator, steps: list[dict]) -> None:
