@@ -70,6 +70,7 @@ def test_500_tasks_survive_two_sigkills_and_a_lost_broker_queue(start_worker, ad
         wait_for(lambda: settled() >= TASKS // 2 and Task.objects.filter(status="running").exists(), timeout=90,
                  interval=0.1, message="half of the tasks to settle")
         worker.kill()
+        held_at_the_second_kill = set(Task.objects.filter(status="running").values_list("id", flat=True))
         worker = start_worker(sim, concurrency=16, extra_env=ENV)
 
         wait_for(lambda: settled() == TASKS, timeout=120, interval=0.5,
@@ -105,7 +106,10 @@ def test_500_tasks_survive_two_sigkills_and_a_lost_broker_queue(start_worker, ad
     assert not letters.filter(fingerprint="").exists()
     # No action ran twice: one per completed task, each under its own Idempotency-Key. A worker
     # killed between the POST and its checkpoint re-sends under the same key (the receiver's
-    # de-duplication is what the key is for): at most one such repeat per kill.
+    # de-duplication is what the key is for): a repeat only for a task a killed worker was running
+    # (with 16 threads, a kill can catch more than one between its POST and its checkpoint).
     acted = Approval.objects.filter(action_status="done").count()
     assert acted == statuses["completed"] == deliveries["unique_keys"]
-    assert deliveries["deliveries"] - deliveries["unique_keys"] <= 2
+    repeated = [key for key, count in deliveries["by_key"].items() if count > 1]
+    assert set(Approval.objects.filter(idempotency_key__in=repeated).values_list("task_id", flat=True)) \
+        <= held_by_the_dead | held_at_the_second_kill
