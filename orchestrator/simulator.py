@@ -602,7 +602,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "StewardLLMSimulator/1.0"
     timeout = 120  # idle keep-alive connections are dropped after this
-    disable_nagle_algorithm = True  # headers and body go out in two writes; don't let Nagle add 40 ms
+    disable_nagle_algorithm = True  # an answer goes out the moment it is flushed
+    wbufsize = 64 * 1024  # headers and body are sent together, in one write, by the flush below
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
@@ -619,6 +620,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+            self.wfile.flush()
         except OSError:  # the client gave up (e.g. after its own timeout)
             self.close_connection = True
 

@@ -424,6 +424,29 @@ def test_health_stats_and_unknown_paths() -> None:
         assert "error" in json.loads(caught.value.read())
 
 
+def raw_exchange(server: SimulatorServer, request: bytes) -> bytes:
+    """Send `request` on a new connection and read until the server closes it."""
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_requests_it_cannot_serve_still_get_an_answer() -> None:
+    # Answers are buffered and sent in one write: the error answers the standard library writes
+    # itself (then closing the connection) must still be sent.
+    with running() as server:
+        unsupported = raw_exchange(server, b"BREW /v1/chat/completions HTTP/1.1\r\nHost: sim\r\n\r\n")
+        assert unsupported.startswith(b"HTTP/1.1 501 "), unsupported[:80]
+        headers = b"".join(b"X-%d: 1\r\n" % n for n in range(101))  # the standard library allows 100
+        too_many = raw_exchange(server, b"GET /healthz HTTP/1.1\r\n" + headers + b"\r\n")
+        assert too_many.startswith(b"HTTP/1.1 431 "), too_many[:80]
+        closing = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n")
+        head, _, body = closing.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and json.loads(body) == {"status": "ok", "simulated": True}
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
