@@ -23,7 +23,8 @@ Parts (each prints its figures; medians over --runs where it says so):
   PostgreSQL connections during the run.
 - cost: SQL statements per task (counted in this process, which runs the same code a worker runs:
   submission, the task's run, the reviewers' notification, and its share of the rollup
-  catch-up; target <= 12), broker messages per task (LPUSHes counted by Redis itself during a
+  catch-up; target <= 12), this process's CPU for the same (messages counted, not sent) and for
+  sending one message, broker messages per task (LPUSHes counted by Redis itself during a
   throughput run), and a worker's peak RSS after 1,000 and after 10,000 tasks (target <= 1.1).
 """
 from __future__ import annotations
@@ -431,13 +432,17 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
         for part, count in statements.items():
             print(f"    {part:<32} {count / k:6.2f}")
         # One thread, nothing else running in this process: steadier than throughput on a noisy machine.
-        print(f"  CPU of this process per task, warm, query log off (what one worker thread spends): "
+        print(f"  CPU of this process per task, warm, query log off, messages counted but not sent: "
               f"{sum(cpu.values()) * 1000 / k:.2f} ms")
         for part, seconds in cpu.items():
             print(f"    {part:<32} {seconds * 1000 / k:6.2f}")
-        print(f"  broker messages per task: {sum(messages.values()) / k:.2f}")
+        per_task = sum(messages.values()) / k
+        print(f"  broker messages per task: {per_task:.2f}")
         for part, count in messages.items():
             print(f"    {part:<62} {count / k:6.2f}")
+        sending = publish_cpu_ms(500)
+        print(f"  CPU to send one broker message (apply_async to Redis): {sending:.2f} ms; "
+              f"{per_task:.2f} per task: {sending * per_task:.2f} ms to add to the CPU above")
         first, second = rss_tasks
         rss = worker_rss(procs, first, second)
         ratio = rss[second] / rss[first]
@@ -445,6 +450,25 @@ def part_cost(procs: Processes, k: int, rss_tasks: tuple[int, int]) -> None:
               f"after {second:,}: ratio {ratio:.3f} (target <= {TARGET_RSS}) {'OK' if ratio <= TARGET_RSS else 'MISSED'}")
     finally:
         procs.stop()
+
+
+def publish_cpu_ms(n: int) -> float:
+    """This process's CPU per message, sending `n` wake-ups as a worker does (to a queue that
+    nobody reads, deleted afterwards)."""
+    import redis
+
+    from orchestrator.pipeline import send_task_now
+    from orchestrator.tasks import run_task
+
+    queue = f"{QUEUE}-publish-cost"
+    for _ in range(50):  # warm: the producer pool, the queue's declaration
+        send_task_now(run_task, 0, queue=queue)
+    started = time.process_time()
+    for _ in range(n):
+        send_task_now(run_task, 0, queue=queue)
+    seconds = time.process_time() - started
+    redis.Redis.from_url(BROKER_URL).delete(queue)
+    return seconds * 1000 / n
 
 
 def cost_of_task_lives(procs: Processes, k: int) -> tuple[dict[str, int], dict[str, float]]:
