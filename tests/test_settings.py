@@ -51,3 +51,13 @@ def test_without_the_pool_postgresql_is_djangos_own_backend():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "django.db.backends.postgresql"
+
+
+def test_celery_settings_named_for_speed_keep_celerys_defaults(settings):
+    # config/settings.py names them only so that Celery finds them at once (it reads them per message).
+    from celery.app.defaults import DEFAULTS
+
+    from config.celery import app
+
+    for name in ("task_always_eager", "task_send_sent_event", "task_repr_maxlevels", "broker_pool_acquire_timeout"):
+        assert getattr(settings, f"CELERY_{name.upper()}") == DEFAULTS[name] == app.conf[name]
