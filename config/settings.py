@@ -231,9 +231,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("STEWARD_PREFETCH_MULTIPLIER", 1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Celery's own defaults, named here because Celery reads them for every message it sends: one
-# Django's settings hold is found at once, one they lack is looked up under each of its names in
-# each of three places, every miss an exception (bench/README.md: 87 -> 22 us per message).
+# Celery's own defaults, named here because Celery reads them for every message it sends: a
+# setting named here is found at once; one left out is looked up under each of its names in each
+# of three places, every miss an exception (bench/README.md: a message's reads, 87 -> 22-25 us).
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_REPR_MAXLEVELS = 3

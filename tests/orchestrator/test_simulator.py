@@ -447,6 +447,7 @@ def test_requests_it_cannot_serve_still_get_an_answer() -> None:
         head, _, body = closing.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and json.loads(body) == {"status": "ok", "simulated": True}
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
