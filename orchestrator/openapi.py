@@ -133,7 +133,9 @@ def document(server_url: str) -> dict:
                     "decision": {"type": "string", "enum": ["approve", "reject"]},
                     "reason": {"type": "string", "description": "Rejection reason code (required to reject)"},
                     "comment": {"type": "string"},
-                    "fields": {"type": "object", "description": "Corrections applied before approving"}}},
+                    "fields": {"type": "object", "description": "Corrections applied before approving: field name to "
+                               "new value; the fields with them must fit the document type's schema "
+                               "(dates as YYYY-MM-DD), else 400 naming each problem"}}},
                 "DeadLetter": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "task_id": {"type": "integer"}, "worker": {"type": "string"},
                     "error_type": {"type": "string"}, "message": {"type": "string"}, "attempts": {"type": "integer"},

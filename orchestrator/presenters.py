@@ -148,6 +148,7 @@ def corrections_from_form(post, original: dict) -> dict:
     Money fields (and fields that held a number) are parsed as numbers.
     """
     corrections: dict[str, Any] = {}
+    problems = []
     for key, raw in post.items():
         if not key.startswith("field__"):
             continue
@@ -168,8 +169,11 @@ def corrections_from_form(post, original: dict) -> dict:
             except ValueError:
                 number = math.nan
             if not math.isfinite(number):
-                raise DecisionError(f"{name.replace('_', ' ').capitalize()} must be a number, not \"{raw}\"")
+                problems.append(f"{name.replace('_', ' ').capitalize()} must be a number, not \"{raw}\"")
+                continue
             corrections[name] = number
         else:
             corrections[name] = raw or None
+    if problems:
+        raise DecisionError("; ".join(problems))
     return corrections

@@ -216,7 +216,7 @@ def dead_letter_edit_retry(*, dead_letter_id: int, user, fields: dict | None = N
     """
     from .models import DocType, StepStatus
     from .workers import WORKERS, next_step
-    from .workers.extract import SCHEMAS, OtherFields
+    from .workers.extract import FieldsInvalid, fields_validate
 
     with transaction.atomic():
         letter = DeadLetter.objects.select_related("task").filter(pk=dead_letter_id).first()
@@ -239,10 +239,9 @@ def dead_letter_edit_retry(*, dead_letter_id: int, user, fields: dict | None = N
             if not isinstance(fields, dict) or not fields:
                 raise NotAllowed("Give the fields as a JSON object")
             if step_name == "extract":
-                schema = SCHEMAS.get(task.doc_type or "Other", OtherFields)
                 try:
-                    fields = schema.model_validate(fields).model_dump(mode="json")
-                except ValueError as exc:
+                    fields = fields_validate(task.doc_type or "Other", fields)
+                except FieldsInvalid as exc:
                     raise NotAllowed(f"The fields do not fit the {task.doc_type or 'Other'} schema: {exc}") from exc
                 provided = {"doc_type": task.doc_type or "Other", "fields": fields, "provided_by": edits["by"]}
             original = task.fields or {}

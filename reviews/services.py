@@ -6,7 +6,7 @@ AuditEvent.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -16,6 +16,7 @@ from django.utils import timezone
 from metrics.rollups import record_approval
 from orchestrator.models import Task, TaskStatus
 from orchestrator.pipeline import send_task_now, send_wakeup
+from orchestrator.workers.extract import SCHEMAS, FieldsInvalid, OtherFields, field_label, fields_validate
 from orchestrator.workers.route import RULE_REASON, RULE_REASON_PREFIX, route_for_fields
 
 from .audit import audit_record
@@ -148,16 +149,16 @@ def approval_decide(
     if decision == "approve" and fields:
         if not isinstance(fields, dict):
             raise DecisionError("fields must be an object of field name to corrected value")
-        for name, value in fields.items():
-            original = (task.fields or {}).get(name)
-            if original != value:
-                corrections[name] = {"from": original, "to": value}
+        corrections = _corrections(task, fields)
     corrected = {**(task.fields or {}), **{k: v["to"] for k, v in corrections.items()}}
+    action: dict = {}
     if corrections and approval.status == ApprovalStatus.PENDING:
         route = route_for_fields(task, corrected)
         if route["queue"] != approval.queue.name:
             return approval_move(approval=approval, user=user, corrections=corrections, fields=corrected, route=route,
                                  comment=comment, via=via)
+        # The action runs on what the reviewer approved: the corrected fields, not the model's.
+        action = _action_for(approval, corrected, route)
 
     now = timezone.now()
     with transaction.atomic():
@@ -168,6 +169,7 @@ def approval_decide(
             rejection_reason=rejection_reason,
             comment=comment or "",
             corrections=corrections,
+            **action,
         )
         if not won:
             raise AlreadyDecided(Approval.objects.select_related("decided_by").get(pk=approval.pk))
@@ -179,7 +181,8 @@ def approval_decide(
             send_wakeup(task.pk, "act")
             summary = f"Approved: {approval.action_summary}"
             if corrections:
-                summary = f"Approved with corrections ({_changes_text(corrections)}): {approval.action_summary}"
+                summary = (f"Approved with corrections ({_changes_text(corrections)}): "
+                           f"{action.get('action_summary', approval.action_summary)}")
             audit_record(action=AuditEvent.Action.APPROVED, obj=approval, actor=user, task_id=task.pk,
                          summary=summary, data=_decision_data(approval, via, comment, corrections=corrections))
         else:
@@ -191,6 +194,50 @@ def approval_decide(
                          data=_decision_data(approval, via, comment, reason=rejection_reason.code))
         record_approval(approval.pk)  # monitoring rollups, in the deciding transaction
     return _decided(approval.pk)
+
+
+def _corrections(task: Task, fields: dict) -> dict:
+    """{name: {"from", "to"}} for each value `fields` changes on the task, once the task's fields
+    with the changes fit its type's schema (stored as the schema says: "1500" becomes 1500.0).
+    DecisionError names every problem at once: unknown fields, values that do not fit, dates that
+    are not dates."""
+    doc_type = task.doc_type or "Other"
+    original = task.fields or {}
+    known = list(SCHEMAS.get(doc_type, OtherFields).model_fields)
+    unknown = [name for name in fields if name not in known]
+    if unknown:
+        raise DecisionError(f"{doc_type} has no field {', '.join(map(repr, unknown))}; its fields are {', '.join(known)}")
+    problems = []
+    for name, value in fields.items():
+        if name.endswith("date") and value not in (None, "") and value != original.get(name) and not _is_date(value):
+            problems.append(f"{field_label(name)} must be a date written as YYYY-MM-DD, not \"{value}\"")
+    try:
+        checked = fields_validate(doc_type, {**original, **fields})
+    except FieldsInvalid as exc:
+        problems.append(str(exc))
+    if problems:
+        raise DecisionError("; ".join(problems))
+    return {name: {"from": original.get(name), "to": checked[name]}
+            for name in fields if checked[name] != original.get(name)}
+
+
+def _is_date(value) -> bool:
+    try:
+        date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return len(value) == 10  # YYYY-MM-DD only, not the week or ordinal forms fromisoformat takes
+
+
+def _action_for(approval: Approval, fields: dict, route: dict) -> dict:
+    """The approval's action described and carried with corrected `fields` (same queue)."""
+    from orchestrator.workers.route import describe_action
+
+    amount = route["amount"]
+    return {
+        "action_summary": describe_action(approval.task.doc_type or "Other", fields, amount, approval.queue.name),
+        "action_data": {**approval.action_data, "fields": fields, "amount": str(amount) if amount is not None else None},
+    }
 
 
 def _decided(approval_id: int) -> Approval:

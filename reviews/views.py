@@ -95,8 +95,11 @@ def _neighbours(user, approval: Approval) -> tuple[Approval | None, Approval | N
     return previous, following
 
 
-def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, str] | None = None) -> dict:
+def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, str] | None = None,
+                  typed=None) -> dict:
+    """`typed`: the refused form's data, so the reviewer's corrections and comment are shown again."""
     task = approval.task
+    typed = typed or {}
     previous, following = _neighbours(request.user, approval)
     pending = approval.status == ApprovalStatus.PENDING
     return {
@@ -106,9 +109,11 @@ def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, s
         if approval.status == ApprovalStatus.SUPERSEDED else None,
         "field_rows": field_rows(task.fields or {}),
         "editable_fields": [
-            (name, display_value(value, name)) for name, value in (task.fields or {}).items()
-            if not isinstance(value, (list, dict))
+            (name, typed.get(f"field__{name}", display_value(value, name)))
+            for name, value in (task.fields or {}).items() if not isinstance(value, (list, dict))
         ] if pending else [],
+        # The comment typed in the refused form, by decision: {"approve": "..."} or {"reject": "..."}.
+        "typed_comment": {typed.get("decision", ""): typed.get("comment", "")},
         "rejection_reasons": RejectionReason.objects.filter(active=True) if pending else [],
         "correction_rows": [
             {"field": name, "from": display_value(change.get("from"), name), "to": display_value(change.get("to"), name)}
@@ -161,11 +166,15 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
             response = render_page(request, "reviews/_approval_row.html",
                                {"row": approval, "notice": (level, text), "decided": True}, status=status)
         else:
+            typed = request.POST if status == 400 else None
             response = render_page(request, "reviews/item.html#review-item",
-                               _item_context(request, approval, notice=(level, text)), status=status)
+                                   _item_context(request, approval, notice=(level, text), typed=typed), status=status)
         if status == 200:
             trigger_client_event(response, "approval-decided", {"id": approval.pk, "status": approval.status})
         return response
+    if status == 400:  # refused: the page again, with what the reviewer typed and why it was refused
+        return render_page(request, "reviews/item.html",
+                           _item_context(request, approval, notice=(level, text), typed=request.POST), status=400)
     messages.add_message(request, {"success": messages.SUCCESS, "warning": messages.WARNING}.get(
         level, messages.ERROR), text)
     if status != 200:
