@@ -119,7 +119,9 @@ def task_for(request: HttpRequest, task_id: int) -> Task:
     return get_object_or_404(visible_tasks(request.user).select_related("duplicate_of"), pk=task_id)
 
 
-def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | None = None) -> dict:
+def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | None = None, typed=None) -> dict:
+    """`typed`: a refused decision's form data, so the corrections and comment are shown again."""
+    typed = typed or {}
     steps = list(task.steps.all())
     for step in steps:
         step.input_json = pretty(step.input)
@@ -143,9 +145,10 @@ def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | Non
         "steps": steps,
         "field_rows": field_rows(task.fields or {}),
         "editable_fields": [
-            (name, display_value(value, name)) for name, value in (task.fields or {}).items()
-            if not isinstance(value, (list, dict))
+            (name, typed.get(f"field__{name}", display_value(value, name)))
+            for name, value in (task.fields or {}).items() if not isinstance(value, (list, dict))
         ],
+        "typed_comment": {typed.get("decision", ""): typed.get("comment", "")},
         "approvals": approvals,
         "rejection_reasons": RejectionReason.objects.filter(active=True) if can_decide else [],
         "dead_letters": dead_letters,
@@ -224,13 +227,18 @@ def approval_decide_view(request: HttpRequest, approval_id: int) -> HttpResponse
         status, level, text = 400, "error", str(exc)
     else:
         level, text = "success", decision_message(decided)
+    typed = request.POST if status == 400 else None
     if request.htmx:
         task = task_for(request, approval.task_id)
         response = render_page(request, "orchestrator/task_detail.html#task-live",
-                           task_context(request, task, notice=(level, text)), status=status)
+                               task_context(request, task, notice=(level, text), typed=typed), status=status)
         if status == 200:
             trigger_client_event(response, "approval-decided", {"id": approval.pk})
         return response
+    if typed is not None:  # refused: the page again, with what was typed and why it was refused
+        return render_page(request, "orchestrator/task_detail.html",
+                           task_context(request, task_for(request, approval.task_id), notice=(level, text),
+                                        typed=typed), status=400)
     messages.add_message(request, {"success": messages.SUCCESS, "warning": messages.WARNING}.get(
         level, messages.ERROR), text)
     return redirect(approval.task)

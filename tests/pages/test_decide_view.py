@@ -132,3 +132,26 @@ def test_an_admin_may_decide_any_queue(admin_user, client_for, make_task, make_a
 def test_deciding_is_post_only(reviewer_finance, client_for, make_task, make_approval):
     approval = pending(make_task, make_approval)
     assert client_for(reviewer_finance).get(f"/approvals/{approval.pk}/decide").status_code == 405
+
+
+def test_a_refused_decision_keeps_what_was_typed(reviewer_finance, client_for, make_task, make_approval):
+    approval = pending(make_task, make_approval)
+    response = client_for(reviewer_finance).post(f"/approvals/{approval.pk}/decide", {
+        "decision": "approve", "field__amount": "-100", "field__invoice_number": "INV-9c",
+        "comment": "Credit note applied",
+    })
+    assert response.status_code == 400
+    assert "Amount must be 0 or more" in response.text
+    assert 'name="field__amount" value="-100"' in response.text
+    assert 'name="field__invoice_number" value="INV-9c"' in response.text
+    assert f'id="approve-comment-{approval.pk}" rows="2">Credit note applied</textarea>' in response.text
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+
+
+
+def test_the_task_page_asks_for_a_comment_with_an_approval(reviewer_finance, client_for, make_task, make_approval):
+    approval = pending(make_task, make_approval)
+    page = client_for(reviewer_finance).get(f"/tasks/{approval.task_id}/").text
+    approve_form = page.split('name="decision" value="approve"')[1].split("</form>")[0]
+    assert f'<textarea name="comment" id="approve-comment-{approval.pk}"' in approve_form
