@@ -12,6 +12,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from orchestrator.workers.route import money, to_decimal
+
 from .actions import _post
 from .links import absolute_url, email_link_create, link_url
 from .models import Approval, ApprovalStatus
@@ -68,6 +70,7 @@ def _reviewer_email(approval: Approval, user) -> EmailMessage:
         "reject_url": link_url(token, reject=True),
         "item_url": _item_url(approval),
         "link_hours": int(settings.STEWARD_EMAIL_LINK_MAX_AGE_S // 3600),
+        "amount": _amount_text(approval),
     }
     return EmailMessage(
         subject=_subject(f"[Steward] Approval needed ({approval.queue.name}): {approval.action_summary}"),
@@ -75,6 +78,14 @@ def _reviewer_email(approval: Approval, user) -> EmailMessage:
         to=[user.email],
         headers={"Auto-Submitted": "auto-generated", "X-Steward-Approval": str(approval.pk)},
     )
+
+
+def _amount_text(approval: Approval) -> str:
+    """The amount the rules saw, as people write it ("$50,000", not "50000.0"); "" without one."""
+    amount = to_decimal(approval.action_data.get("amount"))
+    if amount is None:
+        return ""
+    return money(amount, (approval.action_data.get("fields") or {}).get("currency") or "USD")
 
 
 def _subject(text: str) -> str:

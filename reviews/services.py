@@ -255,7 +255,14 @@ def _decision_data(approval: Approval, via: str, comment: str, **extra) -> dict:
 
 
 def _changes_text(corrections: dict) -> str:
-    return ", ".join(f"{name} {change['from']} → {change['to']}" for name, change in corrections.items())
+    return ", ".join(f"{name} {_shown(change['from'])} → {_shown(change['to'])}" for name, change in corrections.items())
+
+
+def _shown(value) -> str:
+    """A corrected value in a sentence: 1240.0 reads 1,240 (the numbers in the schemas are amounts)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:,.2f}".removesuffix(".00")
+    return "–" if value is None else str(value)
 
 
 def approval_move(*, approval: Approval, user, corrections: dict, fields: dict, route: dict, comment: str = "",

@@ -58,7 +58,8 @@ def test_each_reviewer_gets_their_own_links_and_the_chats_get_a_card(
         teams_webhook_url=f"{chat_sink.url}/teams", slack_webhook_url=f"{chat_sink.url}/slack")
     Queue.objects.get(name="finance_director").reviewers.add(colleague)
     approval = make_approval(make_task(doc_type="Invoice"), "finance_director",
-                             action_summary=ROUTE["action_summary"], reasons=ROUTE["reasons"])
+                             action_summary=ROUTE["action_summary"], reasons=ROUTE["reasons"],
+                             action_data={"amount": "15400.0", "fields": {"amount": 15400.0, "currency": "EUR"}})
 
     result = approval_notify(approval_id=approval.pk)
 
@@ -67,6 +68,7 @@ def test_each_reviewer_gets_their_own_links_and_the_chats_get_a_card(
     assert alice_mail.subject.startswith("[Steward] Approval needed (finance_director): Send payment approval")
     assert "https://steward.example.com/reviews/link/" in alice_mail.body
     assert "?action=reject" in alice_mail.body
+    assert ", Invoice, amount €15,400." in alice_mail.body  # as people write it, not 15400.0
     assert f"https://steward.example.com/reviews/approvals/{approval.pk}/" in alice_mail.body
     assert EmailLink.objects.filter(approval=approval).count() == 2
     links = {m.to[0]: m.body.split("Approve:\n")[1].split("\n")[0] for m in mailoutbox}
