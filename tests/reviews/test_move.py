@@ -60,7 +60,7 @@ def test_the_move_is_explained_on_the_page_and_shows_in_both_inboxes(
     assert response.status_code == 200
     assert f"Moved task {approval.task_id} to finance_director" in response.text
     assert "Nothing was sent." in response.text
-    assert "Moved to another queue" in response.text
+    assert "Moved to another queue</span> from standard_queue" in response.text
     assert "INV-1" not in client_for(reviewer_standard).get("/reviews/").text
     assert "INV-1" in client_for(reviewer_finance).get("/reviews/").text
 
