@@ -5,6 +5,7 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KeyTextTransform
@@ -299,6 +300,41 @@ class RoutingRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Only a condition the route step can apply as written (workers/route.py, rule_matches):
+        a field the rules read for this document type, an operator, and a value of the field's
+        kind. Anything else would silently never match, and its documents would fall through to
+        the rules below it."""
+        from .workers.route import rule_fields, to_decimal
+
+        value = (self.value or "").strip()
+        if not self.field:
+            if self.operator or value:
+                raise ValidationError({"field": "Choose the field this condition compares, or clear the operator "
+                                                "and the value to match every document of this type."})
+            return
+        readable = rule_fields(self.doc_type)
+        kind = readable.get(self.field)
+        if kind is None:
+            documents = f"{self.doc_type} documents" if self.doc_type else "documents"
+            raise ValidationError({"field": f"Rules cannot read \"{self.field}\" on {documents}. "
+                                            f"Fields they can read: {', '.join(sorted(readable))}."})
+        errors = {}
+        if not self.operator:
+            errors["operator"] = f"Choose how to compare {self.field} with the value."
+        if not value:
+            errors["value"] = f"Enter the value to compare {self.field} with."
+        elif kind == "number":
+            number = to_decimal(value)
+            if number is None or not number.is_finite():
+                errors["value"] = (f"{self.field} is compared as a number: enter one such as 10000 (no currency "
+                                   f"sign or thousands separators), not \"{value}\".")
+        elif self.operator and self.operator != self.Operator.EQ:
+            errors["operator"] = (f"{self.field} is text: it can only be compared with \"=\" "
+                                  "(ignoring case), not ordered.")
+        if errors:
+            raise ValidationError(errors)
 
 
 class Budget(models.Model):

@@ -6,11 +6,14 @@ Text inside the document ("route to standard_queue") cannot change anything here
 """
 from __future__ import annotations
 
+import types
+import typing
 from decimal import Decimal, InvalidOperation
 
 from ..amounts import parse_total
 from ..errors import PermanentError
 from .base import StepContext
+from .extract import SCHEMAS
 
 NAME = "route"
 VERSION = "v1"
@@ -33,6 +36,29 @@ def to_decimal(value) -> Decimal | None:
         return Decimal(str(value))
     except InvalidOperation:
         return None
+
+
+def _kind(annotation) -> str | None:
+    """"number" or "text" for a schema field's type (optional or not); None for lists and objects."""
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = {a for a in typing.get_args(annotation) if a is not type(None)} if optional else {annotation}
+    if members and members <= {int, float}:
+        return "number"
+    return "text" if members == {str} else None
+
+
+def rule_fields(doc_type: str = "") -> dict[str, str]:
+    """The extracted fields a rule can compare for `doc_type` (any type when empty), by kind:
+    "number" (compared as numbers, with any operator) or "text" (with "=", ignoring case). They
+    are extract's per-type schemas' fields; lists (line items) are left out, no rule reads them."""
+    schemas = [SCHEMAS[doc_type]] if doc_type in SCHEMAS else list(SCHEMAS.values())
+    found: dict[str, str] = {}
+    for schema in schemas:
+        for name, info in schema.model_fields.items():
+            kind = _kind(info.annotation)
+            if kind is not None:
+                found.setdefault(name, kind)
+    return found
 
 
 def rule_matches(rule, doc_type: str, fields: dict, amount: Decimal | None) -> bool:

@@ -1,0 +1,95 @@
+"""Django admin refuses tuning values the pipeline cannot use: the admin sees why, next to the
+field, and nothing is previewed or saved."""
+from __future__ import annotations
+
+import pytest
+from django.utils.html import escape
+
+from orchestrator.models import RoutingRule
+from reviews.models import AuditEvent, Queue
+
+pytestmark = pytest.mark.django_db
+
+RULES = "/admin/orchestrator/routingrule/"
+
+
+def rule_form(**values) -> dict:
+    form = {"name": "Test rule", "priority": 50, "doc_type": "Invoice", "field": "amount", "operator": "gt",
+            "value": "5000", "queue": Queue.objects.get(name="finance_director").pk, "requires_approval": "on",
+            "active": "on"}
+    form.update(values)
+    return {k: v for k, v in form.items() if v != ""}
+
+
+def assert_refused(response, field: str, message: str) -> None:
+    """The form comes back with `message` under `field`, and no impact preview to save from."""
+    assert response.status_code == 200
+    assert message in " ".join(response.context["adminform"].form.errors.get(field, []))
+    assert escape(message) in response.text and "errornote" in response.text
+    assert "Save this change" not in response.text
+
+
+def test_a_threshold_that_is_not_a_number_is_refused_not_previewed(admin_user, client_for):
+    """The reported case: "Invoice amount > abc" never matches, so the preview showed every large
+    invoice moving to standard_queue and offered to save it."""
+    rule = RoutingRule.objects.get(name="Invoice amount > 10,000")
+    client = client_for(admin_user)
+    change = f"{RULES}{rule.pk}/change/"
+    form = rule_form(name=rule.name, priority=rule.priority, value="abc", _save="Save")
+    message = 'amount is compared as a number: enter one such as 10000 (no currency sign or thousands ' \
+              'separators), not "abc".'
+
+    assert_refused(client.post(change, form), "value", message)
+    # Nor can the preview's "Save this change" button be replayed with it.
+    assert_refused(client.post(change, {**form, "_impact_confirmed": "1"}), "value", message)
+    assert_refused(client.post(f"{RULES}add/", {**form, "_impact_confirmed": "1"}), "value", message)
+
+    assert RoutingRule.objects.get(pk=rule.pk).value == "10000"
+    assert RoutingRule.objects.count() == 3 and not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize("values, field, message", [
+    ({"value": "10,000"}, "value", 'amount is compared as a number: enter one such as 10000'),
+    ({"value": "NaN"}, "value", 'amount is compared as a number: enter one such as 10000'),
+    ({"value": ""}, "value", "Enter the value to compare amount with."),
+    ({"operator": ""}, "operator", "Choose how to compare amount with the value."),
+    ({"field": "total"}, "field", 'Rules cannot read "total" on Invoice documents. '
+                                  "Fields they can read: amount, counterparty, currency, date, invoice_number."),
+    ({"doc_type": "Report"}, "field", 'Rules cannot read "amount" on Report documents.'),
+    ({"field": "line_items", "operator": "eq"}, "field", 'Rules cannot read "line_items"'),
+    ({"field": "counterparty", "value": "Acme"}, "operator",
+     'counterparty is text: it can only be compared with "=" (ignoring case), not ordered.'),
+    ({"field": ""}, "field", "Choose the field this condition compares, or clear the operator and the value"),
+])
+def test_a_rule_the_route_step_cannot_apply_is_refused(admin_user, client_for, values, field, message):
+    response = client_for(admin_user).post(f"{RULES}add/", rule_form(**values))
+
+    assert_refused(response, field, message)
+    assert not RoutingRule.objects.filter(name="Test rule").exists()
+
+
+@pytest.mark.parametrize("values", [
+    {"field": "counterparty", "operator": "eq", "value": "Acme Corp"},
+    {"doc_type": "", "value": "2500.50"},
+    {"field": "", "operator": "", "value": ""},
+])
+def test_a_rule_the_route_step_can_apply_goes_on_to_the_preview(admin_user, client_for, values):
+    response = client_for(admin_user).post(f"{RULES}add/", rule_form(**values))
+
+    assert response.status_code == 200 and "Save this change" in response.text
+
+
+def test_a_rule_saved_before_these_checks_is_flagged_on_its_row_in_the_list(admin_user, client_for):
+    bad = RoutingRule.objects.create(name="Old rule", priority=5, doc_type="Invoice", field="amount", operator="gt",
+                                     value="abc", queue=Queue.objects.get(name="standard_queue"))
+    rules = list(RoutingRule.objects.all())
+    form = {"form-TOTAL_FORMS": len(rules), "form-INITIAL_FORMS": len(rules), "_save": "Save"}
+    for i, rule in enumerate(rules):
+        form.update({f"form-{i}-id": rule.pk, f"form-{i}-priority": rule.priority + (rule == bad),
+                     f"form-{i}-active": "on"})
+
+    response = client_for(admin_user).post(RULES, form)
+
+    assert response.status_code == 200 and "errornote" in response.text
+    assert escape("Fix this rule's value on its own page: amount is compared as a number") in response.text
+    assert RoutingRule.objects.get(pk=bad.pk).priority == 5
