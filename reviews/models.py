@@ -4,6 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -56,12 +57,25 @@ class RejectionReason(models.Model):
         return self.label
 
 
+# A validator message is %-formatted with the value: "%%" is a percent sign.
+CONFIDENCE_RANGE = "Confidence is between 0 and 1, as the classifier reports it: 0.95 means 95%% sure."
+NO_NEGATIVE_CEILING = "The amount ceiling cannot be negative: enter 0 or more."
+
+
 class AutoApprovePolicy(models.Model):
     """When an action may run without a person. Never for suspected duplicates or disagreements."""
 
     enabled = models.BooleanField(default=True)
-    min_confidence = models.FloatField(default=0.95)
-    max_amount = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("1000.00"))
+    # Compared with Task.confidence, which classify reports from 0 to 1.
+    min_confidence = models.FloatField(
+        default=0.95, validators=[MinValueValidator(0, CONFIDENCE_RANGE), MaxValueValidator(1, CONFIDENCE_RANGE)],
+        help_text="From 0 to 1: documents classified with less confidence always go to a person",
+    )
+    max_amount = models.DecimalField(
+        max_digits=14, decimal_places=2, default=Decimal("1000.00"),
+        validators=[MinValueValidator(0, NO_NEGATIVE_CEILING)],
+        help_text="Documents above this amount always go to a person",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

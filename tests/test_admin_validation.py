@@ -6,7 +6,7 @@ import pytest
 from django.utils.html import escape
 
 from orchestrator.models import RoutingRule
-from reviews.models import AuditEvent, Queue
+from reviews.models import AuditEvent, AutoApprovePolicy, Queue
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +93,32 @@ def test_a_rule_saved_before_these_checks_is_flagged_on_its_row_in_the_list(admi
     assert response.status_code == 200 and "errornote" in response.text
     assert escape("Fix this rule's value on its own page: amount is compared as a number") in response.text
     assert RoutingRule.objects.get(pk=bad.pk).priority == 5
+
+
+@pytest.mark.parametrize("values, field, message", [
+    ({"min_confidence": "5"}, "min_confidence",
+     "Confidence is between 0 and 1, as the classifier reports it: 0.95 means 95% sure."),
+    ({"min_confidence": "-0.1"}, "min_confidence", "Confidence is between 0 and 1"),
+    ({"max_amount": "-100"}, "max_amount", "The amount ceiling cannot be negative: enter 0 or more."),
+])
+def test_an_auto_approve_policy_out_of_range_is_refused(admin_user, client_for, values, field, message):
+    policy = AutoApprovePolicy.objects.get()
+    client = client_for(admin_user)
+    url = f"/admin/reviews/autoapprovepolicy/{policy.pk}/change/"
+    form = {"enabled": "on", "min_confidence": "0.9", "max_amount": "2000.00", **values}
+
+    assert_refused(client.post(url, form), field, message)
+    assert_refused(client.post(url, {**form, "_impact_confirmed": "1"}), field, message)
+
+    policy.refresh_from_db()
+    assert (policy.min_confidence, policy.max_amount) == (0.95, 1000) and not AuditEvent.objects.exists()
+
+
+def test_the_auto_approve_policy_bounds_themselves_are_accepted(admin_user, client_for):
+    policy = AutoApprovePolicy.objects.get()
+    response = client_for(admin_user).post(f"/admin/reviews/autoapprovepolicy/{policy.pk}/change/", {
+        "enabled": "on", "min_confidence": "1", "max_amount": "0", "_impact_confirmed": "1"})
+
+    assert response.status_code == 302
+    policy.refresh_from_db()
+    assert (policy.min_confidence, policy.max_amount) == (1, 0)
