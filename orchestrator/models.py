@@ -484,6 +484,7 @@ class BulkRetry(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        verbose_name_plural = "bulk retries"
         indexes = [models.Index(fields=["status", "next_tick_at"], name="bulk_status_tick")]
 
     def __str__(self) -> str:

@@ -28,6 +28,12 @@ def test_history_cannot_be_added_or_deleted_in_admin(admin_user, client_for, mod
     assert client.get(reverse("admin:%s_%s_add" % info)).status_code == 403
 
 
+def test_the_admin_index_names_bulk_retries_in_plain_english(admin_user, client_for):
+    index = client_for(admin_user).get(reverse("admin:index")).text
+
+    assert "Bulk retries" in index and "Bulk retrys" not in index
+
+
 def test_a_budget_change_in_admin_leaves_an_audit_event(admin_user, client_for):
     budget = Budget.objects.get(name="default")
     client = client_for(admin_user)
