@@ -80,17 +80,22 @@ class StepInline(ReadOnlyInline):
     fields = ("worker", "attempt", "status", "model", "llm_calls", "tool_calls", "cost_usd", "latency_ms", "error_type")
 
 
+# Tasks and dead letters are for looking at here, never for editing or deleting: they change only
+# through the pipeline, the reviewers' decisions and the operators' triage, which keep every task in
+# one status with an owner (nothing disappears) and leave an audit trail. An edit here would do
+# neither: a status without an owner, a lease nobody holds, a dead letter gone with no resolution.
+
+
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(ReadOnlyAdmin):
     list_display = ("id", "filename", "status", "doc_type", "routed_to", "created_at")
     list_filter = ("status", "doc_type", "routed_to")
     search_fields = ("filename", "external_ref", "content_sha256")
-    readonly_fields = ("content_sha256", "created_at", "updated_at")
     inlines = [StepInline]
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(ReadOnlyAdmin):
     list_display = ("id", "task", "worker", "error_type", "status", "created_at")
     list_filter = ("status", "error_type", "worker")
 

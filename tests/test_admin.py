@@ -5,7 +5,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from orchestrator.models import Budget, OperatorAction, SweepRun
+from orchestrator.models import Budget, DeadLetter, OperatorAction, SweepRun, Task
 from reviews.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +60,34 @@ def test_a_task_page_in_admin_lists_its_steps(admin_user, client_for, make_task)
     page = client_for(admin_user).get(reverse("admin:orchestrator_task_change", args=[task.pk])).text
 
     assert "gpt-4o-mini" in page and "classify" in page
+
+
+@pytest.fixture
+def dead_letter(make_task) -> DeadLetter:
+    task = make_task(status="dead_lettered", doc_type="Invoice")
+    return DeadLetter.objects.create(task=task, worker="extract", error_type="SchemaInvalid",
+                                     message="amount: field required", fingerprint="f" * 64)
+
+
+@pytest.mark.parametrize("model", [Task, DeadLetter])
+def test_tasks_and_dead_letters_can_be_looked_at_but_not_changed_in_admin(admin_user, client_for, dead_letter,
+                                                                          model):
+    """Invariant 1: nothing disappears. Tasks and dead letters change only through the pipeline,
+    review and triage, which keep an owner for every task and an audit trail; admin only shows them."""
+    row, shown = (dead_letter, dead_letter.message) if model is DeadLetter else (dead_letter.task,
+                                                                                dead_letter.task.filename)
+    client = client_for(admin_user)
+    info = (model._meta.app_label, model._meta.model_name)
+    change = reverse("admin:%s_%s_change" % info, args=[row.pk])
+
+    listing = client.get(reverse("admin:%s_%s_changelist" % info)).text
+    page = client.get(change)
+
+    assert change in listing and "Delete selected" not in listing
+    assert page.status_code == 200 and shown in page.text
+    assert 'name="_save"' not in page.text and "deletelink" not in page.text
+    assert client.get(reverse("admin:%s_%s_add" % info)).status_code == 403
+    assert client.post(change, {"status": "completed"}).status_code == 403
+    assert client.post(reverse("admin:%s_%s_delete" % info, args=[row.pk]), {"post": "yes"}).status_code == 403
+    assert DeadLetter.objects.get(pk=dead_letter.pk).status == "open"
+    assert Task.objects.get(pk=dead_letter.task_id).status == "dead_lettered"
