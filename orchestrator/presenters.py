@@ -72,6 +72,20 @@ def display_value(value: Any, name: str = "") -> str:
     return str(value)
 
 
+def editable_fields(fields: dict, typed=None) -> list[dict]:
+    """The fields a reviewer may correct before approving (not lists or objects), pre-filled with
+    what a refused form had typed (`typed`, its POST data) or else the stored value; a long or
+    multi-line value (an email's summary) gets a text area."""
+    typed = typed or {}
+    rows = []
+    for name, stored in fields.items():
+        if isinstance(stored, (list, dict)):
+            continue
+        value = typed.get(f"field__{name}", display_value(stored, name))
+        rows.append({"name": name, "value": value, "long": len(value) > 60 or "\n" in value})
+    return rows
+
+
 def is_money(name: str) -> bool:
     return any(hint in name.lower() for hint in MONEY_FIELD_HINTS)
 

@@ -22,7 +22,7 @@ from reviews.services import AlreadyDecided, DecisionError, approval_decide, dec
 from .intake import IntakeError, document_text
 from .models import DocType, Source, Task, TaskStatus
 from .presenters import (
-    corrections_from_form, display_value, field_rows, keyset_page, pretty, query_with, render_page, transcript_blocks,
+    corrections_from_form, display_value, editable_fields, field_rows, keyset_page, pretty, query_with, render_page, transcript_blocks,
 )
 from .roles import ADMIN, OPERATOR, REVIEWER, has_role, role_required
 from .selectors import visible_tasks
@@ -144,10 +144,7 @@ def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | Non
         "task": task,
         "steps": steps,
         "field_rows": field_rows(task.fields or {}),
-        "editable_fields": [
-            (name, typed.get(f"field__{name}", display_value(value, name)))
-            for name, value in (task.fields or {}).items() if not isinstance(value, (list, dict))
-        ],
+        "editable_fields": editable_fields(task.fields or {}, typed),
         "typed_comment": {typed.get("decision", ""): typed.get("comment", "")},
         "approvals": approvals,
         "rejection_reasons": RejectionReason.objects.filter(active=True) if can_decide else [],

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from orchestrator.roles import ADMIN, REVIEWER, role_required
-from orchestrator.presenters import corrections_from_form, display_value, field_rows, render_page
+from orchestrator.presenters import corrections_from_form, display_value, editable_fields, field_rows, render_page
 
 from .links import LinkError, email_link_consume, email_link_resolve
 from .models import Approval, ApprovalStatus, RejectionReason
@@ -108,10 +108,7 @@ def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, s
         "successor": Approval.objects.select_related("queue").filter(replaces=approval).first()
         if approval.status == ApprovalStatus.SUPERSEDED else None,
         "field_rows": field_rows(task.fields or {}),
-        "editable_fields": [
-            (name, typed.get(f"field__{name}", display_value(value, name)))
-            for name, value in (task.fields or {}).items() if not isinstance(value, (list, dict))
-        ] if pending else [],
+        "editable_fields": editable_fields(task.fields or {}, typed) if pending else [],
         # The comment typed in the refused form, by decision: {"approve": "..."} or {"reject": "..."}.
         "typed_comment": {typed.get("decision", ""): typed.get("comment", "")},
         "rejection_reasons": RejectionReason.objects.filter(active=True) if pending else [],

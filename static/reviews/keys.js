@@ -54,7 +54,7 @@
         else if (row) window.location.href = row.dataset.href + "#reject";
         break;
       case "e":
-        var field = !inbox && document.querySelector("input.correct");
+        var field = !inbox && document.querySelector(".correct");
         if (field) { focus(field); field.select(); } else handled = false;
         break;
       case "u": if (!inbox) follow("back-to-inbox"); else handled = false; break;

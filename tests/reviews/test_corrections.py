@@ -124,3 +124,20 @@ def test_a_refused_form_shows_what_the_reviewer_typed(reviewer_finance, client_f
     assert ">Credit note applied</textarea>" in response.text
     assert_still_waiting(approval, dict(approval.task.fields))
 
+
+
+def test_a_long_field_is_corrected_in_a_text_area(reviewer_finance, client_for, make_task, make_approval):
+    summary = "The supplier asks us to pay future invoices into a new bank account, effective next month."
+    task = make_task(status="awaiting_approval", doc_type="Email", routed_to="finance_director",
+                     fields={"counterparty": "Acme", "subject": "New bank details", "summary": summary})
+    approval = make_approval(task, "finance_director")
+    client = client_for(reviewer_finance)
+
+    page = client.get(f"/reviews/approvals/{approval.pk}/").text
+
+    assert f'<textarea id="field-summary" name="field__summary" rows="4" class="correct">{summary}</textarea>' in page
+    assert '<input type="text" id="field-subject" name="field__subject" value="New bank details"' in page
+    client.post(f"/reviews/approvals/{approval.pk}/decide",
+                {"decision": "approve", "field__summary": summary + "\r\nCalled Acme to confirm.",
+                 "field__subject": "New bank details", "field__counterparty": "Acme"})
+    assert Task.objects.get(pk=task.pk).fields["summary"] == summary + "\r\nCalled Acme to confirm."
