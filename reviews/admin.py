@@ -38,19 +38,14 @@ class AutoApprovePolicyAdmin(ImpactPreviewAdmin, AuditedAdmin):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(ReadOnlyAdmin):
     """Read-only: decisions go through the inbox, the task page, email links or the API, which
-    decide once and leave an audit trail."""
+    decide once and leave an audit trail. Not deletable either: a task awaiting approval would be
+    left waiting on nothing."""
 
     list_display = ("id", "task", "queue", "status", "decided_by", "decided_at", "escalated_at", "created_at")
     list_filter = ("status", "queue")
     list_select_related = ("task", "queue", "decided_by")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AuditEvent)

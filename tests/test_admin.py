@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from orchestrator.models import Budget, DeadLetter, OperatorAction, SweepRun, Task
-from reviews.models import AuditEvent
+from reviews.models import Approval, AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -91,3 +91,16 @@ def test_tasks_and_dead_letters_can_be_looked_at_but_not_changed_in_admin(admin_
     assert client.post(reverse("admin:%s_%s_delete" % info, args=[row.pk]), {"post": "yes"}).status_code == 403
     assert DeadLetter.objects.get(pk=dead_letter.pk).status == "open"
     assert Task.objects.get(pk=dead_letter.task_id).status == "dead_lettered"
+
+
+def test_approvals_cannot_be_deleted_in_admin(admin_user, client_for, make_task, make_approval):
+    """A task awaiting approval must not be left waiting on nothing (invariant 1)."""
+    approval = make_approval(make_task(status="awaiting_approval", current_step="act"), "finance_director")
+    client = client_for(admin_user)
+
+    listing = client.get(reverse("admin:reviews_approval_changelist")).text
+    response = client.post(reverse("admin:reviews_approval_delete", args=[approval.pk]), {"post": "yes"})
+
+    assert "Delete selected" not in listing
+    assert response.status_code == 403
+    assert Approval.objects.filter(pk=approval.pk, status="pending").exists()
