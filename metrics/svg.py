@@ -1,11 +1,16 @@
 """Small server-rendered SVG charts: no JavaScript, no CDN, nothing to install.
 
 Each function returns safe markup for inline use; every piece of text is escaped. Charts draw in
-a 480-unit-wide viewBox and scale to their container, so they stay readable on a phone. Colours
-are paired with a second cue (dashes, labels) for readers who cannot tell them apart, and each
-chart's numbers are also in the data table next to it.
+a 480-unit-wide viewBox and scale to their container. Text sizes are in viewBox units too, so text
+shrinks with its chart (a 390px phone draws these at 0.7 of their size): charts.css raises the
+size of the small text (axes, legends) on narrow screens, up to SMALL_MAX, so that it stays 11 px
+or more, and the labels here are spaced for that largest size. Colours are paired with a second
+cue (dashes, labels) for readers who cannot tell them apart, and each chart's numbers are also in
+the data table next to it.
 """
 from __future__ import annotations
+
+import math
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -14,6 +19,8 @@ WIDTH = 480
 BARS_WIDTH = 360
 COLORS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#dc2626")
 DASHES = ("", "6 4", "2 3", "8 3 2 3", "1 2")
+SMALL_MAX = 19  # the largest font size charts.css gives `text.small`, in viewBox units (narrowest phones)
+ROW = 24  # the height of a line of small text at SMALL_MAX
 
 
 def _svg(chart_id: str, title: str, description: str, height: float, body: list[str], *,
@@ -24,6 +31,19 @@ def _svg(chart_id: str, title: str, description: str, height: float, body: list[
         f'<title id="{chart_id}-t">{escape(title)}</title><desc id="{chart_id}-d">{escape(description)}</desc>'
         + "".join(body) + "</svg>"
     )
+
+
+def _width(text: str, size: float = SMALL_MAX) -> float:
+    """About how wide `text` draws at `size`: a generous guess, made for DejaVu Sans, a wide font."""
+    return size * sum(0.36 if c in " .,:;'!|()-/ijlrtf" else 0.95 if c in "%mwMW@" else
+                      0.78 if c.isupper() else 0.64 for c in text)
+
+
+def _every(labels: list[str], step: float) -> int:
+    """Label every n-th of `labels`, drawn `step` apart, so that none runs into the next."""
+    if step <= 0:
+        return len(labels)
+    return max(1, math.ceil((max(_width(label) for label in labels) + 12) / step))
 
 
 def _short(text: str, limit: int = 22) -> str:
@@ -60,30 +80,35 @@ def columns(chart_id: str, title: str, labels: list[str], values: list[float], *
     """Vertical bars (a histogram), with optional vertical marker lines at fractional bin positions."""
     if not labels or not any(values):
         return empty(chart_id, title)
-    left, right, top, bottom = 40, 10, 34, 42
-    height = 220
-    plot_w, plot_h = WIDTH - left - right, height - top - bottom
     top_value = max(values) or 1
+    ticks = _y_ticks(top_value, str)
+    # Room for the y labels on the left, and a line for each marker's label above the plot.
+    left, right, top = _y_labels_width(ticks), 10, ROW * (len(markers) + 0.5)
+    plot_w, plot_h = WIDTH - left - right, 144
+    bottom = top + plot_h
+    height = bottom + ROW * (2 if x_title else 1) + 8
     slot = plot_w / len(labels)
-    body = _y_axis(left, top, plot_w, plot_h, top_value, str)
+    every = _every(labels, slot)
+    body = _y_axis(left, top, plot_w, plot_h, ticks)
     for i, (label, value) in enumerate(zip(labels, values)):
         h = plot_h * value / top_value
         x = left + i * slot
-        body.append(f'<rect x="{x + slot * 0.12:.1f}" y="{top + plot_h - h:.1f}" width="{slot * 0.76:.1f}" '
+        body.append(f'<rect x="{x + slot * 0.12:.1f}" y="{bottom - h:.1f}" width="{slot * 0.76:.1f}" '
                     f'height="{h:.1f}" fill="{COLORS[0]}"><title>{escape(label)}: {escape(str(value))}</title></rect>')
-        if len(labels) <= 12 or i % 2 == 0:
-            body.append(f'<text x="{x + slot / 2:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
-                        f'class="small">{escape(label)}</text>')
+        if i % every == 0:
+            body.append(_x_label(x + slot / 2, bottom, label))
     for n, (position, text) in enumerate(markers):
         x = left + position * slot
         color = COLORS[4 if n == 0 else 1]
-        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{top + plot_h}" stroke="{color}" '
+        # The label goes right of its line, or left of it where it would run off the chart.
+        at_end = x + 4 + _width(text) > WIDTH
+        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{ROW * (n + 0.5):.1f}" y2="{bottom}" stroke="{color}" '
                     f'stroke-width="2" stroke-dasharray="{DASHES[n + 1]}"/>'
-                    f'<text x="{min(x + 4, WIDTH - 4):.1f}" y="{top - 8 + n * 12}" class="small" fill="{color}" '
-                    f'text-anchor="{"end" if x > WIDTH * 0.6 else "start"}">{escape(text)}</text>')
+                    f'<text x="{x - 4 if at_end else x + 4:.1f}" y="{ROW * (n + 0.5):.1f}" dy="0.35em" class="small" '
+                    f'fill="{color}" text-anchor="{"end" if at_end else "start"}">{escape(text)}</text>')
     if x_title:
-        body.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" class="small">'
-                    f'{escape(x_title)}</text>')
+        body.append(f'<text x="{left + plot_w / 2}" y="{bottom + ROW * 1.5 + 4:.1f}" dy="0.35em" text-anchor="middle" '
+                    f'class="small">{escape(x_title)}</text>')
     description = "; ".join(f"{label}: {value}" for label, value in zip(labels, values))
     if markers:
         description += ". Lines: " + "; ".join(text for _, text in markers)
@@ -96,19 +121,24 @@ def lines(chart_id: str, title: str, x_labels: list[str], series: list[tuple[str
     values = [v for _, vs in series for v in vs if v is not None]
     if not x_labels or not values:
         return empty(chart_id, title)
-    left, right, top, bottom = 40, 10, 10, 56
-    height = 230
-    plot_w, plot_h = WIDTH - left - right, height - top - bottom
     top_value = y_max or max(values) or 1
-    step = plot_w / max(len(x_labels) - 1, 1)
-    body = _y_axis(left, top, plot_w, plot_h, top_value, fmt)
-    # As many axis labels as fit without overlapping (about 6.5 units per character at 11px).
-    fitting = max(2, int(plot_w // (max(len(label) for label in x_labels) * 6.5 + 14)))
-    every = max(1, -(-len(x_labels) // fitting))
+    ticks = _y_ticks(top_value, fmt)
+    # The first and last points sit half an x label in from the plot's edges, so their labels
+    # clear the y labels and the chart's edge.
+    inset = max(_width(label) for label in x_labels) / 2 + 4
+    left, top = _y_labels_width(ticks), ROW / 2
+    plot_w, plot_h = WIDTH - left - 4, 164
+    bottom = top + plot_h
+    step = (plot_w - 2 * inset) / max(len(x_labels) - 1, 1)
+    every = _every(x_labels, step)
+    # The legend: two entries a line when they fit side by side, else one.
+    per_line = 2 if all(30 + _width(name) <= WIDTH / 2 for name, _ in series) else 1
+    legend_top = bottom + ROW + 8
+    height = legend_top + ROW * math.ceil(len(series) / per_line) + 4
+    body = _y_axis(left, top, plot_w, plot_h, ticks)
     for i, label in enumerate(x_labels):
         if i % every == 0:
-            body.append(f'<text x="{left + i * step:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
-                        f'class="small">{escape(label)}</text>')
+            body.append(_x_label(left + inset + i * step, bottom, label))
     for n, (name, vs) in enumerate(series):
         color, dash = COLORS[n % len(COLORS)], DASHES[n % len(DASHES)]
         path, pen_down = [], False
@@ -116,7 +146,7 @@ def lines(chart_id: str, title: str, x_labels: list[str], series: list[tuple[str
             if v is None:
                 pen_down = False
                 continue
-            x, y = left + i * step, top + plot_h - plot_h * v / top_value
+            x, y = left + inset + i * step, bottom - plot_h * v / top_value
             path.append(f"{'L' if pen_down else 'M'}{x:.1f},{y:.1f}")
             pen_down = True
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{color}"><title>{escape(name)} '
@@ -124,23 +154,38 @@ def lines(chart_id: str, title: str, x_labels: list[str], series: list[tuple[str
         if path:
             body.append(f'<path d="{" ".join(path)}" fill="none" stroke="{color}" stroke-width="2" '
                         f'stroke-dasharray="{dash}"/>')
-        lx = left + (n % 2) * 220
-        ly = height - 22 + (n // 2) * 14
-        body.append(f'<line x1="{lx}" x2="{lx + 22}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" stroke-width="2" '
-                    f'stroke-dasharray="{dash}"/><text x="{lx + 27}" y="{ly}" class="small">{escape(name)}</text>')
+        lx = (n % per_line) * WIDTH / 2
+        ly = legend_top + ROW * (n // per_line + 0.5)
+        body.append(f'<line x1="{lx}" x2="{lx + 22}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2" '
+                    f'stroke-dasharray="{dash}"/><text x="{lx + 27}" y="{ly}" dy="0.35em" class="small">'
+                    f'{escape(name)}</text>')
     description = "; ".join(
         f"{name}: " + ", ".join(f"{x} {fmt(v)}" for x, v in zip(x_labels, vs) if v is not None) for name, vs in series)
     return _svg(chart_id, title, description[:2000], height, body)
 
 
-def _y_axis(left: float, top: float, plot_w: float, plot_h: float, top_value: float, fmt) -> list[str]:
+def _y_ticks(top_value: float, fmt) -> list[tuple[float, str]]:
+    return [(fraction, fmt(_round(top_value * fraction))) for fraction in (0, 0.5, 1)]
+
+
+def _y_labels_width(ticks: list[tuple[float, str]]) -> float:
+    """The plot's left edge: right of the widest y label."""
+    return max(40, max(_width(text) for _, text in ticks) + 8)
+
+
+def _y_axis(left: float, top: float, plot_w: float, plot_h: float, ticks: list[tuple[float, str]]) -> list[str]:
     body = []
-    for fraction in (0, 0.5, 1):
+    for fraction, text in ticks:
         y = top + plot_h - plot_h * fraction
         body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                    f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" class="small">'
-                    f'{escape(fmt(_round(top_value * fraction)))}</text>')
+                    f'<text x="{left - 6}" y="{y:.1f}" dy="0.35em" text-anchor="end" class="small">{escape(text)}</text>')
     return body
+
+
+def _x_label(x: float, bottom: float, label: str) -> str:
+    # One and a third lines below the plot, whatever size the text: clear of the y axis's "0".
+    return (f'<text x="{x:.1f}" y="{bottom}" dy="1.35em" text-anchor="middle" class="small">'
+            f'{escape(label)}</text>')
 
 
 def _round(value: float) -> float:
