@@ -1,0 +1,136 @@
+"""On a phone (390x844): the inbox's Approve and Reject, the triage's Retry and a dead letter's
+errors are on screen, no page scrolls sideways, and the charts' axis text is legible.
+
+Screenshots go to test-artifacts/phone-*.png.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.utils import timezone
+
+from orchestrator.models import Step
+from orchestrator.services import dead_letter_create
+
+from .conftest import ARTIFACTS
+from .test_charts import seed_history
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+LEGIBLE_PX = 11
+
+# The rendered size of each piece of small chart text in CSS px: its font size, in viewBox units,
+# times the scale the SVG is drawn at.
+TEXT_SIZES = """sel => [...document.querySelectorAll(sel)].map(
+    t => parseFloat(getComputedStyle(t).fontSize) * t.ownerSVGElement.getScreenCTM().a)"""
+# Pairs of labels of one chart whose boxes overlap.
+OVERLAPS = """sel => {
+  const boxes = [...document.querySelectorAll(sel)].map(t => [t.textContent, t.getBoundingClientRect()]);
+  const hits = [];
+  boxes.forEach(([a, p], i) => boxes.slice(i + 1).forEach(([b, q]) => {
+    if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom) hits.push([a, b]);
+  }));
+  return hits;
+}"""
+
+
+def log_in(browser, live_server, username: str):
+    page = browser.new_page(viewport=PHONE)
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/(tasks|reviews)/$"))
+    return page
+
+
+def assert_fits(page) -> None:
+    """Nothing wider than the screen: the page does not scroll sideways."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate("window.innerWidth")
+
+
+def assert_on_screen(locator) -> None:
+    box = locator.bounding_box()
+    assert box is not None and box["width"] > 0, "not displayed"
+    assert 0 <= box["x"] and box["x"] + box["width"] <= PHONE["width"], f"off-screen: {box}"
+
+
+def test_alice_decides_from_her_inbox_on_a_phone(plain_http, live_server, reviewer_finance, make_task,
+                                                 make_approval, browser):
+    for n, amount in enumerate((14000, 15250.5), start=1):
+        task = make_task(doc_type="Invoice", status="awaiting_approval", routed_to="finance_director",
+                         filename=f"northwind-traders-invoice-{n}.txt")
+        make_approval(task, "finance_director",
+                      action_summary=f"Pay {amount:,.2f} USD to Northwind Traders (invoice INV-100{n}) by webhook "
+                                     "to accounts-payable",
+                      action_data={"amount": amount, "fields": {"counterparty": "Northwind Traders Ltd"}},
+                      reasons=[f"Amount {amount:,.2f} is above the queue's threshold", "New counterparty"])
+
+    page = log_in(browser, live_server, "alice")
+    first = page.locator("#inbox-rows tr.inbox-row").first
+    for part in ("Pay 14,000.00 USD", "14,000.00", "finance_director", "minutes"):
+        assert part in first.inner_text()
+    assert_on_screen(first.locator("button.approve"))
+    assert_on_screen(first.get_by_role("link", name="Reject…"))
+    assert_on_screen(first.locator("td.title a.open"))
+    assert_on_screen(first.locator("td.amount"))
+    assert_on_screen(first.locator("td.queue"))
+    assert_on_screen(first.locator("td.when"))
+    assert_fits(page)
+    page.screenshot(path=ARTIFACTS / "phone-inbox.png", full_page=True)
+
+    first.locator("button.approve").click()
+    page.wait_for_selector("#inbox-rows tr.inbox-row.decided")
+    assert_fits(page)
+    page.close()
+
+
+def test_olga_retries_a_dead_letter_on_a_phone(plain_http, live_server, operator, make_task, browser):
+    now = timezone.now()
+    for n in (1, 2):
+        task = make_task(doc_type="Invoice", status="dead_lettered", current_step="verify",
+                         filename=f"globex-services-invoice-{n}.txt")
+        for attempt in (1, 2, 3):
+            step = Step.objects.create(
+                task=task, worker="verify", attempt=attempt, status="failed" if attempt < 3 else "dead_lettered",
+                started_at=now, latency_ms=30012, error_type="Timeout",
+                error_message="Request timed out after 30 s waiting for the model provider (upstream connect error)")
+        letter = dead_letter_create(task=task, step=step, error_type="Timeout",
+                                    message="Gave up after 3 attempts: Request timed out after 30 s")
+
+    page = log_in(browser, live_server, "olga")
+    page.goto(f"{live_server.url}/dead-letters/")
+    row = page.locator(f"#dead-letter-{letter.pk}")
+    assert_on_screen(row.get_by_role("button", name="Retry"))
+    assert_on_screen(row.locator("td.title a"))
+    assert_on_screen(row.locator("td.message"))
+    assert_fits(page)
+    page.screenshot(path=ARTIFACTS / "phone-triage.png", full_page=True)
+
+    page.goto(f"{live_server.url}/dead-letters/{letter.pk}/")
+    errors = page.locator("table.attempts td.error")
+    assert errors.count() == 3
+    for i in range(3):
+        assert "Request timed out" in errors.nth(i).inner_text()
+        assert_on_screen(errors.nth(i))
+    assert_on_screen(page.locator("#actions button.primary", has_text="Retry"))
+    assert_fits(page)
+    page.screenshot(path=ARTIFACTS / "phone-dead-letter.png", full_page=True)
+    page.close()
+
+
+def test_olga_reads_the_charts_on_a_phone(plain_http, live_server, operator, browser):
+    seed_history()
+    page = log_in(browser, live_server, "olga")
+    for query in ("", "?range=7d"):
+        page.goto(f"{live_server.url}/charts/{query}")
+        assert_fits(page)
+        sizes = page.evaluate(TEXT_SIZES, "svg.chart-svg text.small")
+        assert sizes and min(sizes) >= LEGIBLE_PX, f"chart text drawn at {min(sizes):.1f}px"
+        for slug in ("completion", "approval-wait", "tool-calls"):
+            assert page.evaluate(OVERLAPS, f"#chart-{slug} svg text") == [], slug
+    page.locator("#chart-completion").screenshot(path=ARTIFACTS / "phone-chart-completion.png")
+    page.close()
