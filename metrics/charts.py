@@ -25,6 +25,13 @@ from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_DAYS = 366
+# Custom ranges start no earlier than this (nothing is recorded before it) and end no later than
+# tomorrow (UTC): the dates stay far from datetime's limits, so no range can overflow.
+FIRST_DATE = date(1970, 1, 1)
+
+
+class RangeRefused(ValueError):
+    """A custom range that parses but cannot be shown; the message says why, for the person."""
 
 
 @dataclass
@@ -114,15 +121,20 @@ def chart_filters(params, now: datetime | None = None) -> Filters:
         try:
             first = date.fromisoformat(start_date)
             last = date.fromisoformat(end_date)
+            latest = now.astimezone(dt_timezone.utc).date() + timedelta(days=1)
+            if not FIRST_DATE <= first <= latest or not FIRST_DATE <= last <= latest:
+                raise RangeRefused(f"Choose dates between {FIRST_DATE} and {latest}.")
             if last < first:
-                raise ValueError("The end date is before the start date.")
+                raise RangeRefused("The end date is before the start date.")
             if (last - first).days + 1 > MAX_CUSTOM_DAYS:
-                raise ValueError(f"Choose at most {MAX_CUSTOM_DAYS} days.")
+                raise RangeRefused(f"Choose at most {MAX_CUSTOM_DAYS} days.")
             start = datetime.combine(first, time.min, tzinfo=dt_timezone.utc)
             end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=dt_timezone.utc)
-        except ValueError as exc:
-            errors.append(str(exc) if "Choose" in str(exc) or "before" in str(exc)
-                          else "Give both dates as YYYY-MM-DD.")
+        except RangeRefused as exc:
+            errors.append(str(exc))
+            key = "24h"
+        except ValueError:
+            errors.append("Give both dates as YYYY-MM-DD.")
             key = "24h"
     if key not in RANGES and key != "custom":
         key = "24h"

@@ -169,3 +169,21 @@ def test_reviewers_and_outsiders_are_kept_out(history, reviewer_finance, outside
     for user in (reviewer_finance, outsider):
         assert client_for(user).get("/charts/").status_code == 403
         assert client_for(user).get("/charts/completion.csv").status_code == 403
+
+
+@pytest.mark.parametrize("dates, message", [
+    (("9999-12-30", "9999-12-31"), "Choose dates between 1970-01-01 and "),
+    (("0001-01-01", "0001-01-02"), "Choose dates between 1970-01-01 and "),
+    (("2024-02-30", "2024-03-01"), "Give both dates as YYYY-MM-DD."),
+    (("2024-01-01", ""), "Give both dates as YYYY-MM-DD."),
+])
+def test_an_impossible_custom_range_is_refused_with_a_message(history, operator, client_for, dates, message):
+    query = {"range": "custom", "from": dates[0], "to": dates[1]}
+    response = client_for(operator).get("/charts/", query)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert message in html and "Showing the last 24 hours." in html
+    # The CSV reads the same range: the last 24 hours, as the page shows, never an error page.
+    download = client_for(operator).get("/charts/completion.csv", query)
+    assert download.status_code == 200
+    assert list(csv.reader(io.StringIO(download.content.decode())))[1][1:] == ["5", "3", "1", "60.0", "80.0"]
