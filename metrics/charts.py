@@ -21,7 +21,7 @@ from django.utils.safestring import SafeString
 from . import histograms as h
 from . import svg
 from .models import ApprovalRollup, HistogramRollup, Period, StepRollup, TaskRollup
-from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES
+from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES, RETRIED
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_DAYS = 366
@@ -182,12 +182,13 @@ def _share(part: float, whole: float) -> float | None:
 def chart_completion(f: Filters) -> Chart:
     periods = f.periods()
     totals = [[0, 0, 0] for _ in periods]  # outcomes, completed without a person, completed with one
-    # "discarded" closes a task already counted as dead_lettered (rollups.py): not a second outcome.
+    # Each task once, at its latest outcome (rollups.py): RETRIED rows withdraw the dead_lettered
+    # outcomes of tasks an operator sent back; "discarded" closes a task already counted as dead_lettered.
     for row in f.tasks().exclude(outcome="discarded").values("bucket", "outcome", "human").annotate(n=Sum("tasks")):
         i = f.period_of(row["bucket"])
         if not 0 <= i < len(periods):
             continue
-        totals[i][0] += row["n"]
+        totals[i][0] += -row["n"] if row["outcome"] == RETRIED else row["n"]
         if row["outcome"] == "completed":
             totals[i][2 if row["human"] else 1] += row["n"]
     labels = [f.period_label(p) for p in periods]
@@ -199,7 +200,8 @@ def chart_completion(f: Filters) -> Chart:
         "completion", "Completion rate, with and without human intervention",
         "Share of tasks reaching an outcome (completed, rejected or dead-lettered) that completed: in "
         "all, and without any person stepping in (no approval decided by a person, no retry from the "
-        "dead-letter queue).",
+        "dead-letter queue). Each task counts once, at its latest outcome: a dead-lettered task sent "
+        "back by an operator is counted again where it ends, not once per dead letter.",
         ["period_start", "outcomes", "completed_without_human", "completed_with_human",
          "percent_completed_without_human", "percent_completed"],
         rows,
@@ -245,7 +247,11 @@ def chart_tool_calls(f: Filters) -> Chart:
 
     from .loops import tool_call_ceiling
 
-    counts = dict(f.histogram(h.TASK_TOOL_CALLS).values("bin").annotate(n=Sum("count")).values_list("bin", "n"))
+    # Each task once, at its latest outcome: RETRIED observations withdraw those of tasks sent back.
+    counts: dict[int, int] = {}
+    for row in f.histogram(h.TASK_TOOL_CALLS).values("bin", "label").annotate(n=Sum("count")):
+        counts[row["bin"]] = counts.get(row["bin"], 0) + (-row["n"] if row["label"] == RETRIED else row["n"])
+    counts = {index: n for index, n in counts.items() if n}
     bounds = h.BOUNDS[h.TASK_TOOL_CALLS]
     ceiling = tool_call_ceiling("verify")
     budget = current_budget()
@@ -268,11 +274,12 @@ def chart_tool_calls(f: Filters) -> Chart:
         notes.append(f"Budget: at most {budget.max_tool_calls} tool calls per task.")
     loops = f.steps().filter(outcome="dead_lettered", error_type__in=LOOP_ERROR_TYPES).aggregate(n=Sum("steps"))["n"] or 0
     loops += _stepless_letters(f).filter(label__in=LOOP_ERROR_TYPES).aggregate(n=Sum("count"))["n"] or 0
-    notes.append(f"Tasks stopped as loops in this range: {loops}.")
+    notes.append(f"Tasks stopped as loops in this range: {loops} (again after a retry: each time).")
     rows = [[label, value] for label, value in zip(labels, values)]
     return Chart("tool-calls", "Tool calls per task",
-                 "How many tool calls each task took (observed when it completed, was rejected or "
-                 "dead-lettered). A tail to the right is a loop.",
+                 "How many tool calls each task took, at its latest outcome (completed, rejected or "
+                 "dead-lettered; a task sent back from the dead-letter queue counts once, where it ends). "
+                 "A tail to the right is a loop.",
                  ["tool_calls", "tasks"], rows,
                  svg.columns("chart-tool-calls", "Tool calls per task", labels, values, markers=markers,
                              x_title="tool calls per task"),
@@ -313,7 +320,8 @@ def chart_dead_letters(f: Filters) -> Chart:
     rows = [[r["error_type"], r["worker"], r["n"], "yes" if r["error_type"] in LOOP_ERROR_TYPES else "no"] for r in data]
     order = sorted(by_type, key=lambda k: (-by_type[k], k))
     return Chart("dead-letters", "Dead letters by error type",
-                 "Tasks sent to the dead-letter queue, by error type and the failing step's worker (loops "
+                 "Every time a task was sent to the dead-letter queue (again after a retry too), by error "
+                 "type and the failing step's worker (loops "
                  "included: LoopDetected, ToolLoop, BudgetExceeded; Orphaned: lost by workers too often, "
                  "dead-lettered by the sweeper with no failing step, so no worker).",
                  ["error_type", "worker", "dead_letters", "loop"], rows,
@@ -393,12 +401,13 @@ def chart_wasted(f: Filters) -> Chart:
     # dead-lettered tasks is shown beside it, not added: it becomes wasted when the task is
     # discarded (and is counted there, when that happens), or is used when a retry completes it.
     failed = f.steps().exclude(outcome="succeeded").aggregate(c=Sum("cost_usd"))["c"] or Decimal(0)
-    work = dict(f.tasks().filter(outcome__in=("rejected", "dead_lettered", "discarded")).values("outcome")
+    work = dict(f.tasks().filter(outcome__in=("rejected", "dead_lettered", "discarded", RETRIED)).values("outcome")
                 .annotate(c=Sum("work_cost_usd")).values_list("outcome", "c"))
     everything = f.steps().aggregate(c=Sum("cost_usd"))["c"] or Decimal(0)
     parts = [("Failed step attempts", failed), ("Work on rejected tasks", work.get("rejected") or Decimal(0)),
              ("Work on discarded tasks", work.get("discarded") or Decimal(0))]
-    at_risk = work.get("dead_lettered") or Decimal(0)
+    # Only tasks still dead-lettered: RETRIED withdraws those an operator sent back (each task once).
+    at_risk = (work.get("dead_lettered") or Decimal(0)) - (work.get(RETRIED) or Decimal(0))
     wasted = sum(c for _, c in parts)
     rows = [[name, float(c), _share(float(c), float(everything)), "yes"] for name, c in parts]
     rows.append(["Work on dead-lettered tasks", float(at_risk), _share(float(at_risk), float(everything)), "no"])

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import histograms as h
-from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES, rollups_catch_up_for_reader
+from .rollups import DEAD_LETTERS_NO_STEP, LOOP_ERROR_TYPES, RETRIED, rollups_catch_up_for_reader
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "steward_tokens": ("counter", "Tokens used by worker steps", ("worker", "model", "doc_type", "token_type")),
     "steward_cost_usd": ("counter", "Model cost of worker steps in US dollars", ("worker", "model", "doc_type")),
     "steward_tasks": ("gauge", "Tasks by status", ("status",)),
-    "steward_task_outcomes": ("counter", "Tasks reaching an outcome, with or without human intervention",
+    "steward_task_outcomes": ("counter", "Tasks reaching an outcome, with or without human intervention (each "
+                              "time: a task dead-lettered again after a retry counts again)",
                               ("doc_type", "queue", "outcome", "human_intervention")),
     "steward_task_tool_calls": ("histogram", "Tool calls per task, observed when it reaches an outcome",
                                 ("doc_type", "queue", "outcome")),
@@ -142,8 +143,9 @@ class StewardCollector(Collector):
         # completed/rejected from the outcome counters, so the scrape never counts a big table.
         statuses = dict(Task.objects.filter(status__in=LIVE_STATUSES).values_list("status").annotate(n=Count("id")))
         # "discarded" closes a task already counted as dead_lettered (rollups.py): not a second outcome.
-        outcomes = list(TaskRollup.objects.filter(period=Period.ALL).exclude(outcome="discarded").values(
-            "doc_type", "queue", "outcome", "human").annotate(n=Sum("tasks")))
+        # RETRIED withdraws a dead_lettered one for the charts; a counter keeps counting the event.
+        outcomes = list(TaskRollup.objects.filter(period=Period.ALL).exclude(outcome__in=("discarded", RETRIED))
+                        .values("doc_type", "queue", "outcome", "human").annotate(n=Sum("tasks")))
         for status in ("completed", "rejected"):
             statuses[status] = sum(r["n"] for r in outcomes if r["outcome"] == status)
         yield _filled("steward_tasks", {(status,): statuses.get(status, 0) for status in TaskStatus.values})
@@ -202,6 +204,8 @@ def _histogram_labels(row: dict) -> tuple | None:
     if metric == h.AGENT_TOOL_CALLS:
         return (row["worker"], row["model"])
     if metric in (h.TASK_TOOL_CALLS, h.TASK_TOKENS, h.TASK_COST):
+        if row["label"] == RETRIED:
+            return None  # withdrawn for the charts; Prometheus keeps every observation
         return (row["doc_type"], row["queue"], row["label"])
     if metric == h.APPROVAL_WAIT:
         return (row["queue"], row["label"])

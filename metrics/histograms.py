@@ -11,7 +11,7 @@ import math
 TOKEN_USAGE = "gen_ai_token_usage"          # per model call, label = token type
 OPERATION_DURATION = "gen_ai_duration"      # per model call, seconds
 AGENT_TOOL_CALLS = "agent_tool_calls"       # per step (one agent invocation)
-TASK_TOOL_CALLS = "task_tool_calls"         # per task outcome, label = outcome
+TASK_TOOL_CALLS = "task_tool_calls"         # per task outcome, label = outcome ("retried": withdrawn)
 TASK_TOKENS = "task_tokens"                 # per task outcome, label = outcome
 TASK_COST = "task_cost_usd"                 # per task outcome, label = outcome
 APPROVAL_WAIT = "approval_wait"             # per decided approval, seconds, label = decision

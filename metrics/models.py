@@ -67,8 +67,9 @@ class TaskRollup(models.Model):
     """Tasks reaching an outcome per hour x doc type x review queue x outcome x human intervention.
 
     Outcomes are counted when they happen: completed, rejected, dead_lettered, and discarded (an
-    operator closing a dead-lettered task for good; see the rules in metrics/rollups.py). A task
-    that is dead-lettered, retried and then completes counts once in each. `work_cost_usd` is the cost of
+    operator closing a dead-lettered task for good; see the rules in metrics/rollups.py). "retried"
+    rows withdraw the dead_lettered outcomes of tasks an operator sent back, so the charts count
+    each task once, at its latest outcome, while every counter only goes up. `work_cost_usd` is the cost of
     the task's succeeded steps (its failed attempts are counted by StepRollup), so that wasted
     spend adds up without counting anything twice.
     """

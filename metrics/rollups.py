@@ -11,17 +11,27 @@ it, and /metrics and the charts run it before they read, so what they show is ne
 
 Events made by a person or the sweeper are rare and counted inside the transaction that makes
 them: `record_approval` when an approval is decided, `record_dead_letter` when the sweeper
-dead-letters a task without a failing step, `record_discard` when an operator discards a task.
-The same pure functions (`add_step`, `add_task`, `add_approval`, `add_dead_letter`) feed the
-live path and `rollups_rebuild`, so a rebuild gives the figures the live path gave.
+dead-letters a task without a failing step, `record_retries` when an operator sends dead letters
+back, `record_discard` when an operator discards a task. The same pure functions (`add_step`,
+`add_task`, `add_approval`, `add_dead_letter`) feed the live path and `rollups_rebuild`, so a
+rebuild gives the figures the live path gave.
 
-How task outcomes are counted (TaskRollup; the charts and /metrics read it this way):
+How task outcomes are counted (TaskRollup; the charts and /metrics read it this way). The charts
+count each task once, at its latest outcome; counters only ever go up (an upsert adds), so a
+withdrawn outcome is a row of its own that readers subtract:
 - completed, rejected: once, when it happens.
 - dead_lettered: each time the task is sent to the dead-letter queue, by a failing step (the
   step's StepRollup row holds the error type) or without one (the sweeper's "Orphaned": a
-  DEAD_LETTERS_NO_STEP counter row holds it), with the task's totals at that moment. A task that is
-  dead-lettered, retried and then completes counts once as dead_lettered and once as completed;
-  its succeeded work was used in the end, so it is not wasted spend.
+  DEAD_LETTERS_NO_STEP counter row holds it), with the task's totals at that moment and the doc
+  type and queue its letter copied then.
+- retried: when an operator sends the letter back (retry, edit-and-retry, bulk retry), the same
+  values again, in the same hour as the dead letter, under outcome RETRIED (and the per-task
+  histograms' label RETRIED): the task is back in the pipeline, so its dead_lettered outcome is
+  withdrawn and it is counted again where it ends. A task dead-lettered three times counts once;
+  one dead-lettered, retried and completed counts once, as completed with human intervention (its
+  succeeded work was used in the end, so it is not wasted spend). /metrics leaves RETRIED out and
+  keeps counting events: steward_task_outcomes_total{outcome="dead_lettered"} goes up at every
+  dead-lettering, as a Prometheus counter must (it never goes down).
 - discarded: when an operator discards a dead-lettered task (or requeues its document as a new
   task), at that moment, with the task's final totals. No step runs between the dead letter and
   the discard, so this is the same task closed for good, not another outcome: it is left out of
@@ -54,6 +64,8 @@ ROLLUPS = (StepRollup, TaskRollup, ApprovalRollup, HistogramRollup)
 # The error types that mean "stopped as a suspected loop", for the charts and /metrics.
 LOOP_ERROR_TYPES = ("LoopDetected", "ToolLoop", "BudgetExceeded")
 TASK_OUTCOMES = ("completed", "rejected", "dead_lettered", "discarded")
+# A dead_lettered outcome withdrawn because an operator sent the task back (see the module docstring).
+RETRIED = "retried"
 # Dead letters made without a failing step (the sweeper's "Orphaned"), counted in HistogramRollup
 # as a plain counter (bin 0, `count`; label = error type), since no StepRollup row holds them.
 # Those with a step are counted by the step's StepRollup row (outcome dead_lettered).
@@ -260,11 +272,8 @@ def add_dead_letter(acc: Accumulator, letter: dict, totals: dict) -> None:
                                   doc_type=letter["doc_type"] or "", queue=(letter["queue"] or "")[:100],
                                   label=letter["error_type"][:40], bin=0),
             count=1, total=0.0)
-    # The letter's own copy of doc type and queue (as they were then: a retry may classify it later).
-    task = {"doc_type": letter["doc_type"], "routed_to": letter["queue"], **{name: totals[name] for name in
-                                                                               ("tool_calls", "input_tokens",
-                                                                                "output_tokens", "cost_usd")}}
-    add_task(acc, task, outcome="dead_lettered", at=letter["created_at"], work_cost=totals["work"])
+    add_task(acc, _letter_values(letter, totals), outcome="dead_lettered", at=letter["created_at"],
+             work_cost=totals["work"])
 
 
 def _totals(steps: list[dict], until: datetime) -> dict:
@@ -286,7 +295,7 @@ STEP_FIELDS = ("worker", "model", "prompt_version", "status", "error_type", "inp
 TASK_FIELDS = ("doc_type", "routed_to", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
 APPROVAL_FIELDS = ("status", "created_at", "decided_at", "task_id")
 TOTAL_STEP_FIELDS = ("status", "finished_at", "tool_calls", "input_tokens", "output_tokens", "cost_usd")
-LETTER_FIELDS = ("id", "task_id", "worker", "error_type", "doc_type", "queue", "created_at")
+LETTER_FIELDS = ("id", "task_id", "step_id", "worker", "error_type", "doc_type", "queue", "status", "created_at")
 
 
 # On PostgreSQL, a step's model answers as add_step counts them, instead of its whole transcript:
@@ -446,11 +455,12 @@ def _add_step_outcomes(acc: Accumulator, steps: list[dict]) -> None:
     - a dead-lettered step: the task's dead_lettered outcome, with its totals up to that step;
     - a succeeded final step: the task's completed outcome, with its final totals;
     - a route step that needed nobody: its auto-approval."""
-    from orchestrator.models import Step, Task
+    from orchestrator.models import DeadLetter, Step, Task
     from reviews.models import Approval
 
     ending = [s for s in steps if s["status"] == "dead_lettered"
               or (s["status"] == "succeeded" and s["worker"] == LAST_WORKER)]
+    dead = [s["id"] for s in ending if s["status"] == "dead_lettered"]
     auto = [s["task_id"] for s in steps if s["worker"] == "route" and s["status"] == "succeeded"
             and not (s["output"] or {}).get("requires_approval", True)]
     if ending:
@@ -461,12 +471,14 @@ def _add_step_outcomes(acc: Accumulator, steps: list[dict]) -> None:
             history[row["task_id"]].append(row)
         completed = [s["task_id"] for s in ending if s["status"] == "succeeded"]
         human = _had_human(completed) if completed else set()
+        letters = _step_letters(DeadLetter.objects.filter(step_id__in=dead)) if dead else {}
         for step in ending:
             task = tasks[step["task_id"]]
             totals = _running_totals(history[step["task_id"]], until_id=step["id"])
             if step["status"] == "dead_lettered":
-                add_task(acc, _task_values(task, totals), outcome="dead_lettered", at=step["finished_at"],
-                         work_cost=totals["work"])
+                letter = letters.get(step["id"])
+                values = _letter_values(letter, totals) if letter else _task_values(task, totals)
+                add_task(acc, values, outcome="dead_lettered", at=step["finished_at"], work_cost=totals["work"])
             else:
                 add_task(acc, task, outcome="completed", at=task["finished_at"], human=task["id"] in human,
                          work_cost=totals["work"])
@@ -516,6 +528,42 @@ def record_dead_letter(dead_letter_id: int) -> None:
     steps = list(Step.objects.filter(task_id=letter["task_id"]).values(*TOTAL_STEP_FIELDS))
     acc = Accumulator()
     add_dead_letter(acc, letter, _totals(steps, letter["created_at"]))
+    acc.apply()
+
+
+@_guarded("retried dead letters")
+def record_retries(dead_letter_ids: list[int]) -> None:
+    """Withdraw the dead_lettered outcomes of letters an operator just sent back (retry,
+    edit-and-retry, bulk retry): their tasks are in the pipeline again, and are counted again where
+    they end. Called inside the retrying transaction, after the letters were marked retried.
+
+    Steps: read the letters and their tasks' steps (two statements for any number of letters);
+    for each letter, the outcome it counted: a failing step's (its hour, the totals up to it) or
+    the sweeper's without a step (its hour, the totals of the steps finished by then), with the
+    letter's doc type and queue; add each again under RETRIED.
+    """
+    from orchestrator.models import DeadLetter, Step
+
+    letters = list(DeadLetter.objects.filter(pk__in=dead_letter_ids, status="retried").values(*LETTER_FIELDS))
+    if not letters:
+        return
+    history: dict[int, list] = defaultdict(list)
+    for row in (Step.objects.filter(task_id__in={letter["task_id"] for letter in letters}).order_by("id")
+                .values("id", "task_id", *TOTAL_STEP_FIELDS)):
+        history[row["task_id"]].append(row)
+    acc = Accumulator()
+    for letter in letters:
+        steps = history[letter["task_id"]]
+        if letter["step_id"] is None:
+            if letter["worker"]:
+                continue  # not the sweeper's: no outcome was counted for it
+            totals, at = _totals(steps, letter["created_at"]), letter["created_at"]
+        else:
+            step = next((s for s in steps if s["id"] == letter["step_id"]), None)
+            if step is None or step["status"] != "dead_lettered":
+                continue  # its step did not dead-letter the task: no outcome was counted for it
+            totals, at = _running_totals(steps, until_id=step["id"]), step["finished_at"]
+        add_task(acc, _letter_values(letter, totals), outcome=RETRIED, at=at, work_cost=totals["work"])
     acc.apply()
 
 
@@ -600,6 +648,7 @@ def _rebuild_from_snapshot(chunk_size: int) -> dict[str, int]:
     human = set(Approval.objects.filter(decided_by__isnull=False).values_list("task_id", flat=True))
     human |= set(DeadLetter.objects.filter(status="retried").values_list("task_id", flat=True))
     letters = list(DeadLetter.objects.filter(step__isnull=True, worker="").order_by("id").values(*LETTER_FIELDS))
+    step_letters = _step_letters(DeadLetter.objects.filter(step__isnull=False))
     kept: dict[int, list] = {letter["task_id"]: [] for letter in letters}  # the steps of those letters' tasks
     running: dict[int, dict] = {}
     acc = Accumulator()
@@ -612,11 +661,17 @@ def _rebuild_from_snapshot(chunk_size: int) -> dict[str, int]:
         totals = running.setdefault(step["task_id"], _no_totals())
         _add_step_totals(totals, step)
         if step["status"] == "dead_lettered":
-            task = tasks[step["task_id"]]
-            add_task(acc, _task_values(task, totals), outcome="dead_lettered", at=step["finished_at"],
-                     work_cost=totals["work"])
+            letter = step_letters.get(step["id"])
+            values = _letter_values(letter, totals) if letter else _task_values(tasks[step["task_id"]], totals)
+            add_task(acc, values, outcome="dead_lettered", at=step["finished_at"], work_cost=totals["work"])
+            if letter and letter["status"] == "retried":
+                add_task(acc, values, outcome=RETRIED, at=step["finished_at"], work_cost=totals["work"])
     for letter in letters:
-        add_dead_letter(acc, letter, _totals(kept[letter["task_id"]], letter["created_at"]))
+        totals = _totals(kept[letter["task_id"]], letter["created_at"])
+        add_dead_letter(acc, letter, totals)
+        if letter["status"] == "retried":
+            add_task(acc, _letter_values(letter, totals), outcome=RETRIED, at=letter["created_at"],
+                     work_cost=totals["work"])
     for task_id, task in tasks.items():
         if task["status"] in ("completed", "discarded"):
             # A finished task's own totals are final (the same the live path read from it).
@@ -656,6 +711,18 @@ def _task_values(task: dict, totals: dict) -> dict:
     return {"doc_type": task["doc_type"], "routed_to": task["routed_to"], "tool_calls": totals["tool_calls"],
             "input_tokens": totals["input_tokens"], "output_tokens": totals["output_tokens"],
             "cost_usd": totals["cost_usd"]}
+
+
+def _letter_values(letter: dict, totals: dict) -> dict:
+    """A dead-lettered task's values with its letter's own copy of doc type and queue (as they
+    were then: a retry may classify or route the task later), so that the outcome and its
+    withdrawal (RETRIED) fall in the same row whenever each is counted."""
+    return _task_values({"doc_type": letter["doc_type"], "routed_to": letter["queue"]}, totals)
+
+
+def _step_letters(letters: QuerySet) -> dict[int, dict]:
+    """The letters made by failing steps, by step id: their doc type, queue and status."""
+    return {row["step_id"]: row for row in letters.values("step_id", "doc_type", "queue", "status")}
 
 
 def rollup_snapshot() -> dict[str, set]:

@@ -8,7 +8,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
-from metrics.rollups import record_discard
+from metrics.rollups import record_discard, record_retries
 
 from .errors import error_fingerprint
 from .intake import check_text
@@ -157,6 +157,7 @@ def dead_letter_retry(*, dead_letter_id: int, user=None, note: str = "retried", 
             updated_at=now,
         ):
             raise NotAllowed(f"Task {task.pk} is {task.status}, not dead-lettered")
+        record_retries([dead_letter_id])  # monitoring rollups, in this transaction
         if audit:
             _audit(user, "retry", dead_letter=dead_letter, detail={"step": task.current_step})
         send_wakeup(task.pk, task.current_step)
@@ -260,6 +261,7 @@ def dead_letter_edit_retry(*, dead_letter_id: int, user, fields: dict | None = N
         _groups_close([letter.fingerprint])
         if task.status != TaskStatus.DEAD_LETTERED:
             raise NotAllowed(f"Task {task.pk} is {task.status}, not dead-lettered")
+        record_retries([letter.pk])  # monitoring rollups, in this transaction
         changed: list[str] = []
         following = step_name
         if provided is not None:
@@ -467,6 +469,7 @@ def _bulk_send(bulk, item_ids: list[int], now) -> int:
         _groups_close([fingerprint for letter, _, fingerprint in open_letters if letter in go])
         Task.objects.filter(pk__in=go.values(), status=TaskStatus.DEAD_LETTERED).update(
             status=TaskStatus.QUEUED, step_attempts=0, recoveries=0, not_before=None, enqueued_at=now, updated_at=now)
+        record_retries(list(go))  # monitoring rollups, in this transaction
         sent = [item for item, letter in items.items() if letter in go]
         BulkRetryItem.objects.filter(pk__in=sent).update(status=Item.ENQUEUED, enqueued_at=now)
         for item, letter in items.items():

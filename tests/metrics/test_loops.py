@@ -98,5 +98,5 @@ def test_loops_show_on_the_charts(run_pipeline, settings):
     assert dead.rows == [["LoopDetected", "verify", 1, "yes"]]
     tools = chart_tool_calls(filters)
     assert ["3", 1] in tools.rows
-    assert "Tasks stopped as loops in this range: 1." in tools.note
+    assert "Tasks stopped as loops in this range: 1 (again after a retry: each time)." in tools.note
     assert "loop ceiling" in tools.svg and "budget 40" in tools.svg
