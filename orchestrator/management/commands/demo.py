@@ -136,8 +136,11 @@ class Command(BaseCommand):
         sim_url = f"http://127.0.0.1:{sim_port}/v1"
         web_url = f"http://127.0.0.1:{port}"
         webhook_url = os.environ.get("STEWARD_WEBHOOK_URL") or f"http://127.0.0.1:{sim_port}/sim/webhook"
-        env = self.child_env(sim_url, webhook_url)
+        # Links in emails and chat messages lead to this web server, unless the person set another.
+        base_url = os.environ.get("STEWARD_BASE_URL") or web_url
+        env = self.child_env(sim_url, webhook_url, base_url)
         settings.STEWARD_SIMULATOR_URL = sim_url  # this process too, for consistency
+        settings.STEWARD_BASE_URL = base_url
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         python = sys.executable
         self.children = [
@@ -204,10 +207,11 @@ class Command(BaseCommand):
 
     # --- children -----------------------------------------------------------------------------
 
-    def child_env(self, sim_url: str, webhook_url: str) -> dict[str, str]:
+    def child_env(self, sim_url: str, webhook_url: str, base_url: str) -> dict[str, str]:
         env = dict(os.environ)
         env["STEWARD_SIMULATOR_URL"] = sim_url
         env["STEWARD_WEBHOOK_URL"] = webhook_url  # the simulator's webhook sink unless set
+        env["STEWARD_BASE_URL"] = base_url  # the worker writes the emailed approve/reject links
         env["PYTHONUNBUFFERED"] = "1"  # so the output shows up line by line
         # Loopback traffic never goes through a proxy.
         for name in ("NO_PROXY", "no_proxy"):
