@@ -319,6 +319,10 @@ def dead_letter_requeue(*, dead_letter_id: int, user) -> tuple[DeadLetter, Task]
 
 # --- Bulk retry ---------------------------------------------------------------------------------
 
+BULK_RETRY_RATES = range(1, 100_001)  # dead letters a minute
+PACE_REFUSED = "The pace must be a whole number of dead letters a minute, from 1 to 100,000."
+
+
 def bulk_retry_create(*, user, dead_letter_ids, description: str, selection: dict,
                       rate_per_minute: int | None = None) -> "BulkRetry":
     """Resolve a selection (ids, a group or a filter) to items now, and start the paced retry.
@@ -330,9 +334,9 @@ def bulk_retry_create(*, user, dead_letter_ids, description: str, selection: dic
 
     from .models import BulkRetry, BulkRetryItem, BulkRetryItemStatus, BulkRetryStatus
 
-    rate = rate_per_minute or settings.STEWARD_BULK_RETRY_RATE
-    if rate < 1 or rate > 100_000:
-        raise NotAllowed("The rate must be between 1 and 100000 per minute")
+    rate = settings.STEWARD_BULK_RETRY_RATE if rate_per_minute is None else rate_per_minute
+    if rate not in BULK_RETRY_RATES:
+        raise NotAllowed(PACE_REFUSED)  # 0 is refused too, not taken for "the default"
     busy = BulkRetryItem.objects.filter(
         status=BulkRetryItemStatus.PENDING,
         bulk_retry__status__in=[BulkRetryStatus.RUNNING, BulkRetryStatus.PAUSED],

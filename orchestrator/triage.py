@@ -15,6 +15,7 @@ from django.contrib import messages
 from django.db.models import Count, Max, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -29,8 +30,8 @@ from .models import (
 from .roles import ADMIN, OPERATOR, role_required
 from .selectors import TRIAGE_FILTERS, TRIAGE_SINCE, open_dead_letters
 from .services import (
-    EDITABLE_AT, NotAllowed, bulk_retry_control, bulk_retry_create, dead_letter_discard, dead_letter_edit_retry,
-    dead_letter_requeue, dead_letter_retry, tick_interval,
+    BULK_RETRY_RATES, EDITABLE_AT, PACE_REFUSED, NotAllowed, bulk_retry_control, bulk_retry_create,
+    dead_letter_discard, dead_letter_edit_retry, dead_letter_requeue, dead_letter_retry, tick_interval,
 )
 from .presenters import keyset_page, pretty, query_with, render_page, safe_next, transcript_blocks
 from .views import task_context, task_for
@@ -243,13 +244,14 @@ def dead_letter_requeue_view(request: HttpRequest, dead_letter_id: int) -> HttpR
 @require_POST
 def bulk_retry_create_view(request: HttpRequest) -> HttpResponse:
     """Selected letters (ids), a group (fingerprint) or the current filter: first a confirmation
-    with the count and the pace, then (confirm=1) the bulk retry starts."""
+    with the count and the pace, then (confirm=1) the bulk retry starts. A pace out of range
+    shows the confirmation again, with the reason."""
     scope = request.POST.get("scope", "filter")
     filters = _filters(request.POST)
     if scope == "selected":
         ids = [int(v) for v in request.POST.getlist("ids") if v.isdigit()]
         letters = DeadLetter.objects.filter(pk__in=ids, status=DeadLetterStatus.OPEN)
-        description = f"{len(ids)} selected dead letters"
+        description = f"{len(ids)} selected dead letter{pluralize(len(ids))}"
         selection = {"scope": "selected"}
     else:
         if scope == "group" and not filters["fingerprint"]:
@@ -261,25 +263,27 @@ def bulk_retry_create_view(request: HttpRequest) -> HttpResponse:
             ": " + ", ".join(f"{k}={v}" for k, v in shown.items() if k != "fingerprint") if len(shown) > (
                 scope == "group") else "")
         selection = {"scope": scope, "filters": shown}
-    if request.POST.get("confirm") != "1":
+    pace = request.POST.get("rate_per_minute", "").strip()
+    try:
+        rate = int(pace) if pace else None
+    except ValueError:
+        rate = 0  # refused below, like any pace out of range
+    refused = PACE_REFUSED if rate is not None and rate not in BULK_RETRY_RATES else ""
+    if request.POST.get("confirm") != "1" or refused:
         example = letters.order_by("-id").first()
         return render_page(request, "orchestrator/triage/bulk_confirm.html", {
             "scope": scope, "filters": filters, "ids": list(letters.values_list("id", flat=True)[:1000])
             if scope == "selected" else [], "count": letters.count(), "description": description,
-            "example": example, "default_rate": settings.STEWARD_BULK_RETRY_RATE,
-        })
-    try:
-        rate = int(request.POST.get("rate_per_minute") or settings.STEWARD_BULK_RETRY_RATE)
-    except ValueError:
-        rate = 0
+            "example": example, "rate": pace or settings.STEWARD_BULK_RETRY_RATE, "refused": refused,
+        }, status=400 if refused else 200)
     try:
         bulk = bulk_retry_create(user=request.user, dead_letter_ids=letters.values_list("id", flat=True),
                                  description=description, selection=selection, rate_per_minute=rate)
     except NotAllowed as exc:
         _say(request, "warning", str(exc))
         return redirect("dead-letter-list")
-    _say(request, "success", f"Bulk retry {bulk.pk} started: {bulk.total} dead letters at {bulk.rate_per_minute} "
-                             "a minute.")
+    _say(request, "success", f"Bulk retry {bulk.pk} started: {bulk.total} dead letter{pluralize(bulk.total)} "
+                             f"at {bulk.rate_per_minute} a minute.")
     return redirect(bulk)
 
 

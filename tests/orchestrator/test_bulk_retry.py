@@ -50,6 +50,15 @@ def test_the_pace_follows_the_rate_per_minute(operator, letters):
     assert DeadLetter.objects.filter(status="retried", resolution_note=f"bulk retry {bulk.pk}").count() == 6
 
 
+def test_a_pace_of_zero_is_refused_not_taken_for_the_default(operator, letters, settings):
+    settings.STEWARD_BULK_RETRY_RATE = 60
+    for rate in (0, -1, 100_001):
+        with pytest.raises(NotAllowed, match="from 1 to 100,000"):
+            start(operator, letters(1), rate_per_minute=rate)
+    assert not BulkRetry.objects.exists()
+    assert start(operator, letters(1)).rate_per_minute == 60  # none given: the default
+
+
 def test_a_slow_rate_sends_one_item_per_longer_tick(operator, letters):
     bulk = start(operator, letters(3), rate_per_minute=6)  # one every 10 s
     t0 = bulk.paced_since

@@ -217,6 +217,34 @@ def test_bulk_retry_of_selected_letters(operator, client_for, make_task, make_de
     assert sorted(bulk.items.values_list("dead_letter_id", flat=True)) == [letters[0].pk, letters[2].pk]
 
 
+def test_bulk_retry_refuses_a_pace_out_of_range_and_asks_again(operator, client_for, make_task, make_dead_letter):
+    letter = make_dead_letter(make_task())
+    client = client_for(operator)
+    for pace in ("0", "-5", "100001", "fast"):
+        response = client.post("/dead-letters/bulk/", {"scope": "selected", "ids": [letter.pk], "confirm": "1",
+                                                       "rate_per_minute": pace})
+        assert response.status_code == 400, pace
+        assert "The pace must be a whole number of dead letters a minute, from 1 to 100,000." in response.text
+        # The same confirmation again, with what was typed, so Olga can correct it.
+        assert f'value="{pace}"' in response.text and f'name="ids" value="{letter.pk}"' in response.text
+    assert not BulkRetry.objects.exists()
+
+
+def test_bulk_retry_of_one_letter_speaks_of_one(operator, client_for, make_task, make_dead_letter):
+    letter = make_dead_letter(make_task())
+    client = client_for(operator)
+    confirm = client.post("/dead-letters/bulk/", {"scope": "selected", "ids": [letter.pk]}).text
+    assert "<strong>1</strong> open dead letter will be sent back from its failed step," in confirm
+    assert "1 selected dead letter<" in confirm
+    started = client.post("/dead-letters/bulk/", {"scope": "selected", "ids": [letter.pk], "confirm": "1",
+                                                  "rate_per_minute": "60"}, follow=True).text
+    assert "started: 1 dead letter at 60 a minute." in started
+    assert "1 dead letters" not in started
+    two = [make_dead_letter(make_task()) for _ in range(2)]
+    confirm = client.post("/dead-letters/bulk/", {"scope": "selected", "ids": [dl.pk for dl in two]}).text
+    assert "<strong>2</strong> open dead letters will be sent back from their failed steps," in confirm
+
+
 def test_bulk_report_polls_while_running_and_controls_work(operator, client_for, make_task, make_dead_letter):
     letter = make_dead_letter(make_task())
     client = client_for(operator)
