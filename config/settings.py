@@ -312,13 +312,29 @@ STEWARD_ROLLUP_INTERVAL_S = env_float("STEWARD_ROLLUP_INTERVAL_S", 2)
 # (orchestrator/tuning.py); this bounds how long a change made around the admin can go unseen.
 STEWARD_TUNING_MAX_AGE_S = env_float("STEWARD_TUNING_MAX_AGE_S", 60)
 
+
+
+def _no_traceback_for_client_errors(record) -> bool:
+    """A refused request (403, 400...) is logged as one line ("Forbidden (Permission denied):
+    /path"): Django also attaches the exception, whose traceback says nothing about the server."""
+    if 400 <= getattr(record, "status_code", 0) < 500:
+        record.exc_info = record.exc_text = None
+    return True
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"no_traceback_for_client_errors": {"()": "django.utils.log.CallbackFilter",
+                                                   "callback": _no_traceback_for_client_errors}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
+        # Django's own console handler (DEBUG) and mail_admins (no ADMINS here) dropped: its records
+        # go to the root's console, once, instead of twice under runserver.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.request": {"filters": ["no_traceback_for_client_errors"]},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},

@@ -104,3 +104,15 @@ def test_approvals_cannot_be_deleted_in_admin(admin_user, client_for, make_task,
     assert "Delete selected" not in listing
     assert response.status_code == 403
     assert Approval.objects.filter(pk=approval.pk, status="pending").exists()
+
+
+def test_admin_and_steward_pages_show_steward_s_icon(admin_user, client_for, client):
+    """No request for /favicon.ico (a 404 in the log): every page links the icon, which is served."""
+    icon = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
+    admin_client = client_for(admin_user)
+    for url in ("/admin/", reverse("admin:orchestrator_budget_changelist"), "/tasks/"):
+        assert icon in admin_client.get(url).content.decode(), url
+    assert icon in client.get("/admin/login/").content.decode()
+    assert icon in client.get("/login/").content.decode()
+    served = client.get("/static/favicon.svg")
+    assert served.status_code == 200 and served["Content-Type"].startswith("image/svg+xml")
