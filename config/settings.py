@@ -313,7 +313,6 @@ STEWARD_ROLLUP_INTERVAL_S = env_float("STEWARD_ROLLUP_INTERVAL_S", 2)
 STEWARD_TUNING_MAX_AGE_S = env_float("STEWARD_TUNING_MAX_AGE_S", 60)
 
 
-
 def _no_traceback_for_client_errors(record) -> bool:
     """A refused request (403, 400...) is logged as one line ("Forbidden (Permission denied):
     /path"): Django also attaches the exception, whose traceback says nothing about the server."""

@@ -106,7 +106,6 @@ def triage(request: HttpRequest) -> HttpResponse:
         "queue_choices": list(Queue.objects.values_list("name", flat=True)),
         "since_choices": [(key, label) for key, (label, _) in TRIAGE_SINCE.items()],
         "bulk_retries": list(BulkRetry.objects.select_related("created_by")[:5]),
-        "default_rate": settings.STEWARD_BULK_RETRY_RATE,
     }
     if request.htmx:
         partial = "dl-rows" if "before" in request.GET else "triage-results"
