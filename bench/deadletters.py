@@ -64,10 +64,20 @@ WEIGHTS = [40, 20, 10, 8, 5] + [1] * 20
 
 def reset_database() -> None:
     call_command("migrate", verbosity=0)
-    BulkRetry.objects.all().delete()
-    DeadLetterGroup.objects.all().delete()
-    DeadLetter.objects.all().delete()
-    Task.objects.all().delete()
+    empty_tables()
+
+
+def empty_tables() -> None:
+    """Delete every task, dead letter and bulk retry. On PostgreSQL a TRUNCATE: Django's cascading
+    delete of 100,000 dead letters sends one statement with a parameter per row, over the protocol's
+    limit of 65,535."""
+    models = (BulkRetry, DeadLetterGroup, DeadLetter, Task)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {', '.join(m._meta.db_table for m in models)} CASCADE")
+        return
+    for model in models:
+        model.objects.all().delete()
 
 
 def add_dead_letters(count: int, start: int) -> None:
@@ -227,9 +237,7 @@ def main() -> None:
               f"= {result['pace_per_min'] / result['rate']:.2f} x the configured rate")
     finally:
         purge_queue()
-        DeadLetterGroup.objects.all().delete()
-        DeadLetter.objects.all().delete()
-        Task.objects.all().delete()
+        empty_tables()
 
 
 if __name__ == "__main__":
