@@ -13,6 +13,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from reviews.services import DecisionError
 
+from .workers.extract import field_label
+
 PAGE_SIZE = 50
 # Fields with these words in their names hold money: shown with cents, corrected as numbers.
 MONEY_FIELD_HINTS = ("amount", "total", "price", "tax")
@@ -183,7 +185,7 @@ def corrections_from_form(post, original: dict) -> dict:
             except ValueError:
                 number = math.nan
             if not math.isfinite(number):
-                problems.append(f"{name.replace('_', ' ').capitalize()} must be a number, not \"{raw}\"")
+                problems.append(f"{field_label(name)} must be a number, not \"{raw}\"")
                 continue
             corrections[name] = number
         else:
