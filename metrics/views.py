@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from urllib.parse import urlencode
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 
@@ -25,8 +25,12 @@ def metrics(request: HttpRequest) -> HttpResponse:
 def charts(request: HttpRequest) -> HttpResponse:
     rollups_catch_up_for_reader()
     filters = chart_filters(request.GET)
-    # The CSV links carry the same range and filters (empty form fields left out).
-    query = urlencode([(key, value) for key, value in request.GET.items() if value])
+    # The CSV links carry the same range and filters (empty form fields left out). A refused range
+    # is shown as the last 24 hours, so the links ask for that: the CSV refuses what the page did.
+    params = [(key, value) for key, value in request.GET.items() if value]
+    if filters.errors:
+        params = [("range", filters.range)] + [(k, v) for k, v in params if k not in ("range", "from", "to")]
+    query = urlencode(params)
     context = {
         "filters": filters,
         "charts": [build(filters) for build in CHARTS.values()],
@@ -44,8 +48,12 @@ def chart_csv(request: HttpRequest, slug: str) -> HttpResponse:
     build = CHARTS.get(slug)
     if build is None:
         raise Http404("No such chart")
-    rollups_catch_up_for_reader()
     filters = chart_filters(request.GET)
+    if filters.errors:
+        # The page falls back to the last 24 hours and says so; a file cannot say so, and a CSV of
+        # another range under the asked-for name would be filed as the wrong figures.
+        return HttpResponseBadRequest(" ".join(filters.errors), content_type="text/plain; charset=utf-8")
+    rollups_catch_up_for_reader()
     chart = build(filters)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     stamp = f"{filters.start:%Y%m%d%H}-{filters.end:%Y%m%d%H}"

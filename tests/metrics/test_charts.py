@@ -183,7 +183,23 @@ def test_an_impossible_custom_range_is_refused_with_a_message(history, operator,
     assert response.status_code == 200
     html = response.content.decode()
     assert message in html and "Showing the last 24 hours." in html
-    # The CSV reads the same range: the last 24 hours, as the page shows, never an error page.
-    download = client_for(operator).get("/charts/completion.csv", query)
-    assert download.status_code == 200
+    # The page's own CSV links download what it shows: the last 24 hours.
+    assert 'href="/charts/completion.csv?range=24h"' in html
+    download = client_for(operator).get("/charts/completion.csv?range=24h")
     assert list(csv.reader(io.StringIO(download.content.decode())))[1][1:] == ["5", "3", "1", "60.0", "80.0"]
+
+
+@pytest.mark.parametrize("dates, message", [
+    (("2024-05-02", "2024-05-01"), "The end date is before the start date."),
+    (("9999-12-30", "9999-12-31"), "Choose dates between 1970-01-01 and "),
+    (("2024-02-30", "2024-03-01"), "Give both dates as YYYY-MM-DD."),
+])
+def test_a_csv_of_a_refused_range_is_refused_not_another_range(history, operator, client_for, dates, message):
+    """A CSV asked for with a range the page refuses says why, instead of the last 24 hours under
+    the asked-for name: a script or a bookmark would otherwise file the wrong figures."""
+    download = client_for(operator).get("/charts/completion.csv", {"range": "custom", "from": dates[0],
+                                                                    "to": dates[1]})
+    assert download.status_code == 400
+    assert download["Content-Type"] == "text/plain; charset=utf-8"
+    assert "attachment" not in download.get("Content-Disposition", "")
+    assert download.content.decode().startswith(message)
