@@ -315,7 +315,10 @@ STEWARD_TUNING_MAX_AGE_S = env_float("STEWARD_TUNING_MAX_AGE_S", 60)
 
 def _no_traceback_for_client_errors(record) -> bool:
     """A refused request (403, 400...) is logged as one line ("Forbidden (Permission denied):
-    /path"): Django also attaches the exception, whose traceback says nothing about the server."""
+    /path", "Invalid HTTP_HOST header: 'x'..."): Django also attaches the exception, whose
+    traceback says nothing about the server. On the handler, not a logger: a logger's filter does
+    not see its children's records, and Django logs each suspicious request under its own
+    django.security.<Exception> logger (DisallowedHost from every scanner that sends any Host)."""
     if 400 <= getattr(record, "status_code", 0) < 500:
         record.exc_info = record.exc_text = None
     return True
@@ -327,13 +330,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "filters": {"no_traceback_for_client_errors": {"()": "django.utils.log.CallbackFilter",
                                                    "callback": _no_traceback_for_client_errors}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["no_traceback_for_client_errors"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # Django's own console handler (DEBUG) and mail_admins (no ADMINS here) dropped: its records
         # go to the root's console, once, instead of twice under runserver.
         "django": {"handlers": [], "level": "INFO"},
-        "django.request": {"filters": ["no_traceback_for_client_errors"]},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},

@@ -44,3 +44,13 @@ def test_a_500_keeps_its_traceback(server_log, operator, client_for, monkeypatch
     text = server_log.getvalue()
     assert text.count("ERROR django.request: Internal Server Error: /charts/") == 1
     assert text.count("Traceback (most recent call last)") == 1 and "RuntimeError: the charts broke" in text
+
+
+def test_a_request_for_another_host_is_one_line(server_log, client):
+    """Scanners send any Host header: each one refused (400) is a line, not a traceback."""
+    response = client.get("/healthz", HTTP_HOST="scanner.example")
+    assert response.status_code == 400
+    lines = server_log.getvalue().splitlines()
+    assert len(lines) == 1, server_log.getvalue()
+    assert lines[0].endswith("ERROR django.security.DisallowedHost: Invalid HTTP_HOST header: 'scanner.example'. "
+                             "You may need to add 'scanner.example' to ALLOWED_HOSTS.")
