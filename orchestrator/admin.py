@@ -1,6 +1,4 @@
-from django import forms
 from django.contrib import admin
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
 from reviews.impact import impact_of_rule
@@ -11,41 +9,19 @@ from .models import (
 )
 
 
-class RoutingRuleListForm(forms.ModelForm):
-    """A row of the rules list, which edits priority and active only. RoutingRule.clean() checks
-    the condition too (field, operator, value): a rule saved before it did says so on its row,
-    where Django would otherwise fail the page for naming fields this form does not have."""
-
-    def add_error(self, field, error):
-        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
-            placed: dict[str, list] = {}
-            for name, messages in error.error_dict.items():
-                if name in self.fields or name == NON_FIELD_ERRORS:
-                    placed.setdefault(name, []).extend(messages)
-                else:
-                    placed.setdefault(NON_FIELD_ERRORS, []).extend(
-                        ValidationError(f"Fix this rule's {name} on its own page: {message}")
-                        for message in ValidationError(messages).messages)
-            error = ValidationError(placed)
-        super().add_error(field, error)
-
-
 @admin.register(RoutingRule)
 class RoutingRuleAdmin(ImpactPreviewAdmin, AuditedAdmin):
     """Saving a change that affects routing first previews its impact on the last 1,000 routed
     tasks; every change is in the audit trail (reviews/admin_tools.py). RoutingRule.clean() refuses
-    a condition the route step cannot apply, before any preview."""
+    a condition the route step cannot apply, before any preview. No list_editable: the list saves
+    without the preview, and a rule switched off or moved ahead reroutes as much as a new value."""
 
     list_display = ("name", "priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
-    list_editable = ("priority", "active")
     list_filter = ("active", "doc_type", "queue")
     impact_fields = ("priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
 
     def impact(self, candidate):
         return impact_of_rule(candidate)
-
-    def get_changelist_form(self, request, **kwargs):
-        return super().get_changelist_form(request, form=RoutingRuleListForm, **kwargs)
 
 
 @admin.register(Budget)

@@ -79,22 +79,6 @@ def test_a_rule_the_route_step_can_apply_goes_on_to_the_preview(admin_user, clie
     assert response.status_code == 200 and "Save this change" in response.text
 
 
-def test_a_rule_saved_before_these_checks_is_flagged_on_its_row_in_the_list(admin_user, client_for):
-    bad = RoutingRule.objects.create(name="Old rule", priority=5, doc_type="Invoice", field="amount", operator="gt",
-                                     value="abc", queue=Queue.objects.get(name="standard_queue"))
-    rules = list(RoutingRule.objects.all())
-    form = {"form-TOTAL_FORMS": len(rules), "form-INITIAL_FORMS": len(rules), "_save": "Save"}
-    for i, rule in enumerate(rules):
-        form.update({f"form-{i}-id": rule.pk, f"form-{i}-priority": rule.priority + (rule == bad),
-                     f"form-{i}-active": "on"})
-
-    response = client_for(admin_user).post(RULES, form)
-
-    assert response.status_code == 200 and "errornote" in response.text
-    assert escape("Fix this rule's value on its own page: amount is compared as a number") in response.text
-    assert RoutingRule.objects.get(pk=bad.pk).priority == 5
-
-
 @pytest.mark.parametrize("values, field, message", [
     ({"min_confidence": "5"}, "min_confidence",
      "Confidence is between 0 and 1, as the classifier reports it: 0.95 means 95% sure."),

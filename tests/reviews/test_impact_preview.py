@@ -66,6 +66,35 @@ def test_a_change_that_does_not_touch_routing_saves_directly(routed, admin_user,
     assert RoutingRule.objects.get(pk=rule.pk).name == "Contracts (all)"
 
 
+def test_the_rules_list_cannot_change_priority_or_active_around_the_preview(routed, admin_user, client_for):
+    """Switching a rule off or reordering rules reroutes as much as editing its condition: only the
+    change form, with its preview, may do it, not the list."""
+    routed(20000)
+    rules = list(RoutingRule.objects.order_by("pk"))
+    finance = next(rule for rule in rules if rule.name == "Invoice amount > 10,000")
+    client = client_for(admin_user)
+
+    listing = client.get("/admin/orchestrator/routingrule/").text
+    assert 'name="form-0-priority"' not in listing and 'name="form-0-active"' not in listing
+
+    # The list's own Save, posted as its inline editing would (finance switched off, moved last).
+    form = {"form-TOTAL_FORMS": len(rules), "form-INITIAL_FORMS": len(rules), "_save": "Save"}
+    for i, rule in enumerate(rules):
+        form.update({f"form-{i}-id": rule.pk, f"form-{i}-priority": 999 if rule == finance else rule.priority})
+        if rule.active and rule != finance:
+            form[f"form-{i}-active"] = "on"
+    client.post("/admin/orchestrator/routingrule/", form)
+
+    finance.refresh_from_db()
+    assert (finance.priority, finance.active) == (10, True)
+    assert not AuditEvent.objects.exists()
+
+    # The change form previews the same change before saving it.
+    preview = client.post(f"/admin/orchestrator/routingrule/{finance.pk}/change/",
+                          rule_form(finance, active="", _save="Save"))
+    assert "Of the last 1 routed tasks, 1 would now go to standard_queue instead of finance_director." in preview.text
+
+
 def test_an_invalid_change_shows_the_form_errors_not_a_preview(admin_user, client_for):
     rule = RoutingRule.objects.get(name="Contracts")
     response = client_for(admin_user).post(f"/admin/orchestrator/routingrule/{rule.pk}/change/",
