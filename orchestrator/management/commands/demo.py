@@ -7,7 +7,8 @@ Steps:
   b. create (or update) the demo users: admin, operator and three reviewers (finance, legal,
      reviewer), each with a fixed, printed demo password;
   c. start the child processes: the LLM simulator (`manage.py llm_sim`), a Celery worker
-     (thread pool), Celery beat (the sweeper's clock) and the web server (`runserver`);
+     (thread pool), Celery beat (the sweeper's clock) and the web server (`runserver`, with
+     DEBUG off: see `web_env`);
   d. wait until the simulator and the web server answer /healthz;
   e. submit the sample documents in orchestrator/samples/ (only when there are no tasks yet, so
      running the demo again does not duplicate them);
@@ -72,6 +73,7 @@ class Stop(Exception):
 class Child:
     name: str
     args: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of what every child gets
     process: subprocess.Popen | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -148,7 +150,7 @@ class Command(BaseCommand):
             Child("worker", [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
                              "--pool", "threads", "--concurrency", "4", *self.worker_queue_args()]),
             Child("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]),
-            Child("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"]),
+            Child("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"], env=self.web_env()),
         ]
 
         previous_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -219,6 +221,16 @@ class Command(BaseCommand):
             env[name] = ",".join(hosts + [h for h in ("127.0.0.1", "localhost") if h not in hosts])
         return env
 
+    def web_env(self) -> dict[str, str]:
+        """The web server runs with DEBUG off, so people see Steward's own pages (a wrong address
+        gets the 404 page, not Django's list of every URL) as in production. WhiteNoise serves
+        the static files either way. What `make demo` needs DEBUG for is given here instead: the
+        same SECRET_KEY as the worker (it signs the emailed links the web server checks), cookies
+        over plain HTTP on loopback, and mail still written to var/mail."""
+        # This process's settings, which already hold whatever the person set in the environment.
+        return {"DEBUG": "0", "SECRET_KEY": settings.SECRET_KEY, "EMAIL_BACKEND": settings.EMAIL_BACKEND,
+                "STEWARD_SECURE_COOKIES": "1" if settings.SECURE_COOKIES else "0"}
+
     def worker_queue_args(self) -> list[str]:
         """With STEWARD_WORKER_QUEUES set, the one demo worker consumes every queue."""
         extra = sorted(set(settings.STEWARD_WORKER_QUEUES.values()))
@@ -235,7 +247,7 @@ class Command(BaseCommand):
             child.process = subprocess.Popen(
                 child.args,
                 cwd=settings.BASE_DIR,
-                env=env,
+                env={**env, **child.env},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
