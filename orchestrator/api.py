@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 
 from reviews.models import Approval, ApprovalStatus
 from reviews.services import AlreadyDecided, DecisionError, approval_decide, user_can_decide
@@ -304,6 +305,14 @@ def dead_letter_retry(request: HttpRequest, dead_letter_id: int) -> JsonResponse
         return json_error(409, str(exc))
     return JsonResponse({"dead_letter": dead_letter_json(dead_letter),
                          "task": task_json(request, dead_letter.task)})
+
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+@csrf_exempt  # a POST to a wrong path is a 404, not an HTML CSRF failure
+def not_found(request: HttpRequest) -> JsonResponse:
+    return json_error(404, f"No API endpoint at {request.path}; see /api/v1/openapi.json")
 
 
 # --- OpenAPI --------------------------------------------------------------------------------

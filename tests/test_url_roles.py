@@ -60,6 +60,8 @@ EXPECTED: dict[str, dict] = {
     "api-approval-decision": {"kind": "api", "methods": {"POST": DECIDERS}},
     "api-dead-letters": {"kind": "api", "methods": {"GET": STAFF}},
     "api-dead-letter-retry": {"kind": "api", "methods": {"POST": STAFF}},
+    # Any other path under /api/v1/: a JSON 404 for everyone, it shows nothing.
+    "api-not-found": {"kind": "open", "methods": {"GET": EVERYONE, "POST": EVERYONE}},
     "metrics": {"kind": "api", "methods": {"GET": STAFF}},
     "charts": {"kind": "page", "methods": {"GET": STAFF}},
     "chart-csv": {"kind": "page", "methods": {"GET": STAFF}},
