@@ -6,6 +6,7 @@ import json
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -170,6 +171,9 @@ def _json_body(request: HttpRequest) -> dict:
         body = json.loads(request.body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"The body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        # json's parser recurses per nesting level; a hostile or broken body must not be a 500.
+        raise ValueError("The body is not valid JSON: it is nested too deeply") from exc
     if not isinstance(body, dict):
         raise ValueError("The body must be a JSON object")
     return body
@@ -199,7 +203,10 @@ def _task_create(request: HttpRequest) -> JsonResponse:
     key = request.headers.get("Idempotency-Key", "")
     try:
         if request.content_type == "multipart/form-data":
-            upload = request.FILES.get("file")
+            try:
+                upload = request.FILES.get("file")
+            except MultiPartParserError as exc:
+                return json_error(400, f"The multipart body could not be read: {exc}")
             if upload is None:
                 return json_error(400, "Send the document as the multipart field \"file\"")
             filename = upload.name
