@@ -22,3 +22,7 @@ urlpatterns = [
     path("charts/<slug:slug>.csv", metrics_views.chart_csv, name="chart-csv"),
     path("admin/", admin.site.urls),
 ]
+
+# JSON under /api/, the usual pages elsewhere (unknown /api/v1/ paths: api_urls' own catch-all).
+handler400 = "orchestrator.api.bad_request"
+handler500 = "orchestrator.api.server_error"

@@ -5,9 +5,10 @@ import json
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from reviews.models import Approval, ApprovalStatus
@@ -320,6 +321,26 @@ def dead_letter_retry(request: HttpRequest, dead_letter_id: int) -> JsonResponse
 @csrf_exempt  # a POST to a wrong path is a 404, not an HTML CSRF failure
 def not_found(request: HttpRequest) -> JsonResponse:
     return json_error(404, f"No API endpoint at {request.path}; see /api/v1/openapi.json")
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: what Django refuses before or around a view (too many files or fields, a bad
+    Host header...). JSON under /api/, the site's page elsewhere."""
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)
+    detail = str(exception) if exception is not None and str(exception) else ""
+    return json_error(400, f"Bad request: {detail}" if detail else "Bad request")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: JSON under /api/ (the traceback is logged by Django, never shown), the site's page elsewhere."""
+    if not _is_api(request):
+        return defaults.server_error(request)
+    return json_error(500, "Internal server error; it has been logged")
 
 
 # --- OpenAPI --------------------------------------------------------------------------------

@@ -62,3 +62,48 @@ def test_a_multipart_body_that_cannot_be_parsed_is_a_json_400(operator):
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"].startswith("The multipart body could not be read: ")
+
+
+def test_a_server_error_in_the_api_is_a_json_500(operator, monkeypatch):
+    from orchestrator import api as api_module
+
+    def broken(user):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(api_module, "visible_tasks", broken)  # stands for any bug in a view
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=operator)}", raise_request_exception=False)
+
+    response = client.get("/api/v1/tasks")
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": "Internal server error; it has been logged"}
+
+
+def test_a_request_django_refuses_as_suspicious_is_a_json_400(operator, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    files = [SimpleUploadedFile(f"doc-{n}.txt", b"INVOICE") for n in range(3)]
+
+    response = api(operator).post("/api/v1/tasks", {"file": files})
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "DATA_UPLOAD_MAX_NUMBER_FILES" in response.json()["error"]
+
+
+def test_a_server_error_on_a_page_keeps_the_html_500(client_for, operator, monkeypatch):
+    from orchestrator import views
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(views, "visible_tasks", broken)
+    client = client_for(operator)
+    client.raise_request_exception = False
+
+    response = client.get("/tasks/")
+
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith("text/html")
