@@ -346,11 +346,16 @@ def server_error(request: HttpRequest) -> HttpResponse:
 # --- OpenAPI --------------------------------------------------------------------------------
 
 
+@csrf_exempt  # read-only: any other method is refused below, before anything else
 def openapi(request: HttpRequest) -> JsonResponse:
     """The API's description, for a bearer token or a logged-in session."""
     from .openapi import document
     from .roles import user_for_bearer
 
+    if request.method != "GET":
+        response = json_error(405, f"Method {request.method} not allowed")
+        response["Allow"] = "GET"
+        return response
     if not request.user.is_authenticated and user_for_bearer(request.headers.get("Authorization", "")) is None:
         response = json_error(401, "Log in or send a bearer token")
         response["WWW-Authenticate"] = 'Bearer realm="steward"'

@@ -51,3 +51,15 @@ def test_anonymous_gets_401(db):
 
 def test_a_bad_token_gets_401(db):
     assert Client().get("/api/v1/openapi.json", HTTP_AUTHORIZATION="Bearer stw_wrong").status_code == 401
+
+
+def test_a_wrong_method_is_a_json_405_naming_get(operator, client_for):
+    # CSRF checks on, as in a real server: they used to turn the POST into an HTML 403 page.
+    token_client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=operator)}")
+    session_client = client_for(operator)
+    session_client.handler.enforce_csrf_checks = True
+
+    for response in (token_client.post("/api/v1/openapi.json"), session_client.delete("/api/v1/openapi.json")):
+        assert response.status_code == 405
+        assert response["Allow"] == "GET"
+        assert response.json() == {"error": "Method " + response.request["REQUEST_METHOD"] + " not allowed"}
