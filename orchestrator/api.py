@@ -167,6 +167,15 @@ def _by_status(request: HttpRequest, queryset, choices, default: str = ""):
     return queryset.filter(status=status), None
 
 
+def _is_json(request: HttpRequest) -> bool:
+    # No Content-Type at all (some clients send none with a raw body) is read as JSON too.
+    return request.content_type in ("", "application/json") or request.content_type.endswith("+json")
+
+
+def _unsupported_media_type(request: HttpRequest, accepted: str) -> JsonResponse:
+    return json_error(415, f"Content-Type {request.content_type} is not accepted; send {accepted}")
+
+
 def _json_body(request: HttpRequest) -> dict:
     try:
         body = json.loads(request.body or b"{}")
@@ -201,6 +210,9 @@ def tasks(request: HttpRequest) -> JsonResponse:
 def _task_create(request: HttpRequest) -> JsonResponse:
     if not has_role(request.user, OPERATOR, ADMIN):
         return json_error(403, "Submitting documents needs the operator or admin role")
+    if request.content_type != "multipart/form-data" and not _is_json(request):
+        return _unsupported_media_type(
+            request, 'application/json, or multipart/form-data with the document in the field "file"')
     key = request.headers.get("Idempotency-Key", "")
     try:
         if request.content_type == "multipart/form-data":
@@ -273,6 +285,8 @@ def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
     approval = Approval.objects.select_related("queue").filter(pk=approval_id).first()
     if approval is None or not user_can_decide(request.user, approval):
         return json_error(404, f"Approval {approval_id} not found")
+    if not _is_json(request):
+        return _unsupported_media_type(request, "application/json")
     try:
         body = _json_body(request)
         fields = body.get("fields")

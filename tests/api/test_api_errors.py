@@ -107,3 +107,38 @@ def test_a_server_error_on_a_page_keeps_the_html_500(client_for, operator, monke
 
     assert response.status_code == 500
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("text/plain", '{"content": "INVOICE 5"}'),
+    ("application/x-www-form-urlencoded", "content=INVOICE+5"),
+    ("application/xml", "<content>INVOICE 5</content>"),
+])
+def test_submitting_neither_json_nor_multipart_is_a_415(operator, content_type, body):
+    from orchestrator.models import Task
+
+    response = api(operator).post("/api/v1/tasks", data=body, content_type=content_type)
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": f"Content-Type {content_type} is not accepted; send application/json, or multipart/form-data "
+                 "with the document in the field \"file\""}
+    assert Task.objects.count() == 0
+
+
+def test_a_json_body_without_a_content_type_is_still_read(operator):
+    response = api(operator).generic("POST", "/api/v1/tasks", b'{"content": "INVOICE 6"}', content_type="")
+    assert response.status_code == 201
+
+
+def test_a_decision_that_is_not_json_is_a_415_and_decides_nothing(reviewer_finance, make_task, make_approval):
+    approval = make_approval(make_task(status="awaiting_approval"), "finance_director")
+
+    response = api(reviewer_finance).post(f"/api/v1/approvals/{approval.pk}/decision", data="decision=approve",
+                                          content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "Content-Type application/x-www-form-urlencoded is not accepted; send application/json"}
+    approval.refresh_from_db()
+    assert approval.status == "pending"
