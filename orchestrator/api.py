@@ -230,10 +230,12 @@ def _task_create(request: HttpRequest) -> JsonResponse:
             content = body.get("content")
             if not isinstance(content, str):
                 return json_error(400, "\"content\" (a string) is required")
-            filename = body.get("filename") or ""
-            external_ref = body.get("external_ref") or ""
-            if not isinstance(filename, str) or not isinstance(external_ref, str):
+            # null is the same as leaving them out; any other non-string (0, false) is a client bug.
+            filename = body.get("filename")
+            external_ref = body.get("external_ref")
+            if any(value is not None and not isinstance(value, str) for value in (filename, external_ref)):
                 return json_error(400, "\"filename\" and \"external_ref\" must be strings")
+            filename, external_ref = filename or "", external_ref or ""
         task, created = task_submit(
             content=content, filename=filename, source=Source.API, external_ref=external_ref,
             idempotency_key=key, submitted_by=request.user,
@@ -292,6 +294,9 @@ def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
         fields = body.get("fields")
         if fields is not None and not isinstance(fields, dict):
             return json_error(400, "\"fields\" must be an object")
+        for name in ("reason", "comment"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                return json_error(400, f"\"{name}\" must be a string")
         decided = approval_decide(
             approval_id=approval.pk, user=request.user, decision=body.get("decision", ""),
             reason=body.get("reason") or "", comment=body.get("comment") or "", fields=fields,

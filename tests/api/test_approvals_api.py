@@ -153,3 +153,24 @@ def test_fields_must_be_an_object(reviewer_finance, waiting):
     response = decide(api(reviewer_finance), waiting, decision="approve", fields=["amount", 1])
     assert response.status_code == 400
     assert response.json()["error"] == '"fields" must be an object'
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"decision": "approve", "comment": {"note": "ok"}}, '"comment" must be a string'),
+    ({"decision": "approve", "comment": 7}, '"comment" must be a string'),
+    ({"decision": "reject", "reason": ["duplicate"]}, '"reason" must be a string'),
+    ({"decision": "reject", "reason": "duplicate", "comment": False}, '"comment" must be a string'),
+])
+def test_a_decision_with_a_wrong_type_is_400_and_decides_nothing(reviewer_finance, waiting, body, error):
+    response = decide(api(reviewer_finance), waiting, **body)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.comment) == ("pending", "")
+
+
+def test_null_reason_and_comment_are_the_same_as_none(reviewer_finance, waiting):
+    response = decide(api(reviewer_finance), waiting, decision="approve", reason=None, comment=None)
+    assert response.status_code == 200
+    assert response.json()["comment"] == ""

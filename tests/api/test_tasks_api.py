@@ -83,6 +83,10 @@ def test_exact_duplicate_is_accepted_and_flagged(operator):
     ({}, '"content" (a string) is required'),
     ({"content": 42}, '"content" (a string) is required'),
     ({"content": "x", "filename": 7}, '"filename" and "external_ref" must be strings'),
+    ({"content": "x", "filename": 0}, '"filename" and "external_ref" must be strings'),
+    ({"content": "x", "filename": False}, '"filename" and "external_ref" must be strings'),
+    ({"content": "x", "external_ref": []}, '"filename" and "external_ref" must be strings'),
+    ({"content": "x", "external_ref": 0}, '"filename" and "external_ref" must be strings'),
     ([1, 2], "The body must be a JSON object"),
 ])
 def test_bad_submissions_are_refused_with_a_clear_error(operator, body, error):
