@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from reviews.models import Approval, ApprovalStatus
 from reviews.services import AlreadyDecided, DecisionError, approval_decide, user_can_decide
 
-from .intake import IntakeError, document_text
+from .intake import DocumentTooLarge, IntakeError, check_size, document_text
 from .models import DeadLetter, DeadLetterStatus, Source, Task, TaskStatus
 from .roles import ADMIN, OPERATOR, REVIEWER, api_view, has_role, json_error
 from .selectors import visible_tasks
@@ -223,6 +223,7 @@ def _task_create(request: HttpRequest) -> JsonResponse:
             if upload is None:
                 return json_error(400, "Send the document as the multipart field \"file\"")
             filename = upload.name
+            check_size(upload.size)  # before reading it into memory: Django only spooled it to disk
             content = document_text(upload.read(), filename)
             external_ref = request.POST.get("external_ref", "")
         else:
@@ -240,6 +241,8 @@ def _task_create(request: HttpRequest) -> JsonResponse:
             content=content, filename=filename, source=Source.API, external_ref=external_ref,
             idempotency_key=key, submitted_by=request.user,
         )
+    except DocumentTooLarge as exc:
+        return json_error(413, str(exc))
     except IntakeError as exc:
         return json_error(400, str(exc))
     except RequestDataTooBig:

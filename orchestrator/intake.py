@@ -17,12 +17,21 @@ class IntakeError(ValueError):
     """Bad input: the message says what is wrong in words a user can act on."""
 
 
+class DocumentTooLarge(IntakeError):
+    """Over STEWARD_MAX_DOCUMENT_BYTES (the API answers 413 Content Too Large)."""
+
+
 def _limit() -> int:
     return settings.STEWARD_MAX_DOCUMENT_BYTES
 
 
 def _human_size(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
+
+
+def check_size(size: int, what: str = "file") -> None:
+    if size > _limit():
+        raise DocumentTooLarge(f"The {what} is {_human_size(size)}; the limit is {_human_size(_limit())}.")
 
 
 def check_text(text: str) -> str:
@@ -32,9 +41,7 @@ def check_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise IntakeError("The document is empty.")
-    size = len(text.encode("utf-8"))
-    if size > _limit():
-        raise IntakeError(f"The document is {_human_size(size)}; the limit is {_human_size(_limit())}.")
+    check_size(len(text.encode("utf-8")), "document")
     controls = sum(1 for ch in text[:10000] if unicodedata.category(ch) == "Cc" and ch not in "\n\t\f")
     if controls > max(10, len(text[:10000]) // 100):
         raise IntakeError("The document looks binary (many control characters); send text, .eml or PDF.")
@@ -87,8 +94,7 @@ def pdf_text(data: bytes) -> str:
 
 def document_text(data: bytes, filename: str = "") -> str:
     """The text of an uploaded file, chosen by its extension; IntakeError when it cannot be used."""
-    if len(data) > _limit():
-        raise IntakeError(f"The file is {_human_size(len(data))}; the limit is {_human_size(_limit())}.")
+    check_size(len(data))
     if not data.strip():
         raise IntakeError("The file is empty.")
     extension = PurePath(filename).suffix.lower()

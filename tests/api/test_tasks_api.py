@@ -271,3 +271,25 @@ def test_a_body_over_the_size_limit_gets_a_json_413(db, operator, settings):
     assert response.status_code == 413
     assert "at most" in response.json()["error"]
     assert Task.objects.count() == 0
+
+
+def test_a_file_over_the_size_limit_gets_a_413(operator, settings):
+    settings.STEWARD_MAX_DOCUMENT_BYTES = 1024
+    upload = SimpleUploadedFile("big.txt", b"INVOICE\n" + b"x" * 3000)
+
+    response = api(operator).post("/api/v1/tasks", {"file": upload})
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "The file is 3 KB; the limit is 1 KB."
+    assert Task.objects.count() == 0
+
+
+def test_json_content_over_the_document_limit_gets_a_413(operator, settings):
+    # The body fits Django's request limit; the document in it does not fit Steward's.
+    settings.STEWARD_MAX_DOCUMENT_BYTES = 1024
+
+    response = post_json(api(operator), {"content": "INVOICE\n" + "x" * 3000})
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "The document is 3 KB; the limit is 1 KB."
+    assert Task.objects.count() == 0
