@@ -35,7 +35,7 @@ def document(server_url: str) -> dict:
             "/tasks": {
                 "post": {
                     "summary": "Submit a document (operator, admin)",
-                    "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"},
+                    "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255},
                                     "description": "Same key, same task: a replay returns the first task"}],
                     "requestBody": {"required": True, "content": {
                         "application/json": {"schema": _ref("TaskCreate")},

@@ -16,6 +16,9 @@ from .models import DeadLetter, DeadLetterStatus, Source, Step, Task, TaskStatus
 from .pipeline import send_task_on_commit, send_wakeup
 
 
+IDEMPOTENCY_KEY_MAX = Task._meta.get_field("idempotency_key").max_length
+
+
 class NotAllowed(Exception):
     """The row is not in a state where this action makes sense; the message says why."""
 
@@ -31,12 +34,16 @@ def task_submit(
 ) -> tuple[Task, bool]:
     """Store a document as a queued task and wake a worker. Returns (task, created).
 
-    Steps: validate the text (IntakeError); with an Idempotency-Key already used by this
-    submitter, return that task unchanged; insert, flagging an exact duplicate of earlier content
-    in the same statement (it still becomes a task, never dropped); enqueue after commit.
+    Steps: validate the text (IntakeError) and the Idempotency-Key (ValueError over 255
+    characters); with a key already used by this submitter, return that task unchanged; insert,
+    flagging an exact duplicate of earlier content in the same statement (it still becomes a
+    task, never dropped); enqueue after commit.
     """
     text = check_text(content)
-    key = (idempotency_key or "").strip()[:255]
+    key = (idempotency_key or "").strip()
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        # Never cut it short: two long keys sharing a prefix would become one, losing a document.
+        raise ValueError(f"Idempotency-Key is {len(key)} characters long; at most {IDEMPOTENCY_KEY_MAX} are allowed")
     if key and submitted_by is not None:
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=key).first()
         if existing:

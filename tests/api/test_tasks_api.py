@@ -293,3 +293,39 @@ def test_json_content_over_the_document_limit_gets_a_413(operator, settings):
     assert response.status_code == 413
     assert response.json()["error"] == "The document is 3 KB; the limit is 1 KB."
     assert Task.objects.count() == 0
+
+
+def test_idempotency_key_replay_of_a_multipart_upload(operator):
+    client = api(operator)
+    data = (SAMPLES / "invoice-acme-small.txt").read_bytes()
+    first = client.post("/api/v1/tasks", {"file": SimpleUploadedFile("acme.txt", data)},
+                        headers={"Idempotency-Key": "mail-3"})
+    again = client.post("/api/v1/tasks", {"file": SimpleUploadedFile("acme.txt", data)},
+                        headers={"Idempotency-Key": "mail-3"})
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+
+
+def test_an_idempotency_key_is_the_submitters_own(operator, admin_user):
+    mine = post_json(api(operator), {"content": "INVOICE 11"}, **{"Idempotency-Key": "shared"})
+    theirs = post_json(api(admin_user), {"content": "INVOICE 12"}, **{"Idempotency-Key": "shared"})
+
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["id"] != theirs.json()["id"]
+
+
+def test_an_idempotency_key_longer_than_255_characters_is_400(operator):
+    # It used to be cut to 255 characters: two long keys sharing those became "the same key",
+    # and the second document was silently answered with the first task.
+    client = api(operator)
+    long_key = "k" * 255
+
+    first = post_json(client, {"content": "INVOICE 13"}, **{"Idempotency-Key": long_key + "-a"})
+    second = post_json(client, {"content": "INVOICE 14"}, **{"Idempotency-Key": long_key + "-b"})
+
+    assert (first.status_code, second.status_code) == (400, 400)
+    assert first.json()["error"] == "Idempotency-Key is 257 characters long; at most 255 are allowed"
+    assert Task.objects.count() == 0
+    assert post_json(client, {"content": "INVOICE 15"}, **{"Idempotency-Key": long_key}).status_code == 201
