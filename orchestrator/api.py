@@ -18,7 +18,7 @@ from .intake import DocumentTooLarge, IntakeError, check_size, document_text
 from .models import DeadLetter, DeadLetterStatus, Source, Task, TaskStatus
 from .roles import ADMIN, OPERATOR, REVIEWER, api_view, has_role, json_error
 from .selectors import visible_tasks
-from .services import NotAllowed, dead_letter_retry as dead_letter_retry_service, task_submit
+from .services import IdempotencyKeyReused, NotAllowed, dead_letter_retry as dead_letter_retry_service, task_submit
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -241,6 +241,9 @@ def _task_create(request: HttpRequest) -> JsonResponse:
             content=content, filename=filename, source=Source.API, external_ref=external_ref,
             idempotency_key=key, submitted_by=request.user,
         )
+    except IdempotencyKeyReused as exc:
+        # 422, as the IETF Idempotency-Key draft says for a key reused with another payload.
+        return json_error(422, str(exc), task_id=exc.task.pk)
     except DocumentTooLarge as exc:
         return json_error(413, str(exc))
     except IntakeError as exc:

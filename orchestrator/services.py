@@ -23,6 +23,23 @@ class NotAllowed(Exception):
     """The row is not in a state where this action makes sense; the message says why."""
 
 
+class IdempotencyKeyReused(Exception):
+    """The submitter's Idempotency-Key already names a task with another document."""
+
+    def __init__(self, key: str, task: Task):
+        super().__init__(f'Idempotency-Key "{key}" was already used for a different document (task {task.pk}); '
+                         "send a new key with a new document")
+        self.task = task
+
+
+def _replayed(task: Task, *, key: str, sha: str, filename: str, external_ref: str) -> Task:
+    """The task a replayed key names, if the request is the same one; else IdempotencyKeyReused
+    (answering the old task would silently drop the new document)."""
+    if (task.content_sha256, task.filename, task.external_ref) != (sha, filename, external_ref):
+        raise IdempotencyKeyReused(key, task)
+    return task
+
+
 def task_submit(
     *,
     content: str,
@@ -35,7 +52,8 @@ def task_submit(
     """Store a document as a queued task and wake a worker. Returns (task, created).
 
     Steps: validate the text (IntakeError) and the Idempotency-Key (ValueError over 255
-    characters); with a key already used by this submitter, return that task unchanged; insert,
+    characters); with a key already used by this submitter, return that task unchanged (or
+    IdempotencyKeyReused when the document, filename or external_ref differ); insert,
     flagging an exact duplicate of earlier content in the same statement (it still becomes a
     task, never dropped); enqueue after commit.
     """
@@ -44,11 +62,13 @@ def task_submit(
     if len(key) > IDEMPOTENCY_KEY_MAX:
         # Never cut it short: two long keys sharing a prefix would become one, losing a document.
         raise ValueError(f"Idempotency-Key is {len(key)} characters long; at most {IDEMPOTENCY_KEY_MAX} are allowed")
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    filename, external_ref = (filename or "")[:255], (external_ref or "")[:255]
+    same = dict(key=key, sha=sha, filename=filename, external_ref=external_ref)
     if key and submitted_by is not None:
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=key).first()
         if existing:
-            return existing, False
-    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            return _replayed(existing, **same), False
     earlier = Subquery(Task.objects.filter(content_sha256=sha).order_by("id").values("id")[:1])
     try:
         # One INSERT is atomic on its own (and Django reads duplicate_of back with RETURNING);
@@ -57,9 +77,9 @@ def task_submit(
             task = Task.objects.create(
                 content=text,
                 content_sha256=sha,
-                filename=(filename or "")[:255],
+                filename=filename,
                 source=source,
-                external_ref=(external_ref or "")[:255],
+                external_ref=external_ref,
                 idempotency_key=key if submitted_by is not None else "",
                 submitted_by=submitted_by,
                 duplicate_of_id=earlier,
@@ -71,7 +91,7 @@ def task_submit(
         existing = Task.objects.filter(submitted_by=submitted_by, idempotency_key=key).first()
         if existing is None:
             raise
-        return existing, False
+        return _replayed(existing, **same), False
     return task, True
 
 

@@ -329,3 +329,28 @@ def test_an_idempotency_key_longer_than_255_characters_is_400(operator):
     assert first.json()["error"] == "Idempotency-Key is 257 characters long; at most 255 are allowed"
     assert Task.objects.count() == 0
     assert post_json(client, {"content": "INVOICE 15"}, **{"Idempotency-Key": long_key}).status_code == 201
+
+
+def test_idempotency_key_reused_for_another_document_is_422_and_keeps_both_apart(operator):
+    client = api(operator)
+    first = post_json(client, {"content": "INVOICE 8", "filename": "inv-8.txt"}, **{"Idempotency-Key": "order-18"})
+
+    other = post_json(client, {"content": "INVOICE 9", "filename": "inv-9.txt"}, **{"Idempotency-Key": "order-18"})
+
+    assert other.status_code == 422
+    assert other.json() == {
+        "error": 'Idempotency-Key "order-18" was already used for a different document (task '
+                 f'{first.json()["id"]}); send a new key with a new document',
+        "task_id": first.json()["id"]}
+    assert list(Task.objects.values_list("content", flat=True)) == ["INVOICE 8"]
+
+
+@pytest.mark.parametrize("change", [{"filename": "other.txt"}, {"external_ref": "erp-other"}])
+def test_idempotency_key_reused_with_other_metadata_is_422(operator, change):
+    client = api(operator)
+    body = {"content": "INVOICE 10", "filename": "inv-10.txt", "external_ref": "erp-10"}
+    post_json(client, body, **{"Idempotency-Key": "order-19"})
+
+    assert post_json(client, body | change, **{"Idempotency-Key": "order-19"}).status_code == 422
+    assert Task.objects.count() == 1
+

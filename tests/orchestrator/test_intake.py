@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.intake import IntakeError, document_text
 from orchestrator.models import Source, Task
-from orchestrator.services import task_submit
+from orchestrator.services import IdempotencyKeyReused, task_submit
 
 
 def pdf(*page_streams: bytes | None) -> bytes:
@@ -174,11 +174,23 @@ def test_exact_duplicate_content_becomes_a_new_task_pointing_at_the_first(db):
 
 
 def test_same_idempotency_key_from_the_same_user_returns_the_same_task(operator):
-    first, created_first = task_submit(content="INVOICE 2", idempotency_key="k-1", submitted_by=operator)
-    again, created_again = task_submit(content="INVOICE 2 (resent)", idempotency_key="k-1", submitted_by=operator)
+    first, created_first = task_submit(content="INVOICE 2\nTotal: $2", idempotency_key="k-1", submitted_by=operator)
+    # The same document, its newlines as another client sends them: the same request.
+    again, created_again = task_submit(content="INVOICE 2\r\nTotal: $2", idempotency_key="k-1",
+                                       submitted_by=operator)
 
     assert (created_first, created_again) == (True, False)
     assert again.pk == first.pk
+    assert Task.objects.count() == 1
+
+
+def test_same_idempotency_key_with_another_document_is_refused(operator):
+    first, _ = task_submit(content="INVOICE 2", idempotency_key="k-1", submitted_by=operator)
+
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        task_submit(content="INVOICE 2 (changed)", idempotency_key="k-1", submitted_by=operator)
+
+    assert refused.value.task == first
     assert Task.objects.count() == 1
 
 
