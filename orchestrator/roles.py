@@ -72,10 +72,10 @@ def api_token_create(*, user) -> str:
 def user_for_bearer(header: str):
     from .models import ApiToken
 
-    if not header.startswith("Bearer "):
-        return None
-    raw = header.removeprefix("Bearer ").strip()
-    if not raw:
+    scheme, _, raw = header.strip().partition(" ")
+    raw = raw.strip()
+    # The scheme is case-insensitive (RFC 9110, 11.1): "bearer" and "BEARER" are "Bearer".
+    if scheme.lower() != "bearer" or not raw:
         return None
     token = ApiToken.objects.select_related("user").filter(key_hash=hash_token(raw)).first()
     if token is None or not token.user.is_active:

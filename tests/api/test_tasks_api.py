@@ -354,3 +354,10 @@ def test_idempotency_key_reused_with_other_metadata_is_422(operator, change):
     assert post_json(client, body | change, **{"Idempotency-Key": "order-19"}).status_code == 422
     assert Task.objects.count() == 1
 
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
+def test_the_bearer_scheme_is_case_insensitive(operator, scheme):
+    # RFC 9110 (11.1): the authentication scheme is case-insensitive; some HTTP clients send "bearer".
+    client = Client(HTTP_AUTHORIZATION=f"{scheme} {api_token_create(user=operator)}")
+    assert client.get("/api/v1/tasks").status_code == 200
