@@ -21,6 +21,7 @@ from .selectors import visible_tasks
 from .services import IdempotencyKeyReused, NotAllowed, dead_letter_retry as dead_letter_retry_service, task_submit
 
 PAGE_SIZE = 50
+TEXT_MAX = Task._meta.get_field("external_ref").max_length  # filename's too
 MAX_PAGE_SIZE = 200
 
 
@@ -237,6 +238,10 @@ def _task_create(request: HttpRequest) -> JsonResponse:
             if any(value is not None and not isinstance(value, str) for value in (filename, external_ref)):
                 return json_error(400, "\"filename\" and \"external_ref\" must be strings")
             filename, external_ref = filename or "", external_ref or ""
+        # Refused, not cut to the column's size: an integrator looks its document up by external_ref.
+        for name, value in (("filename", filename), ("external_ref", external_ref)):
+            if len(value) > TEXT_MAX:
+                return json_error(400, f"\"{name}\" is {len(value)} characters long; at most {TEXT_MAX} are allowed")
         task, created = task_submit(
             content=content, filename=filename, source=Source.API, external_ref=external_ref,
             idempotency_key=key, submitted_by=request.user,

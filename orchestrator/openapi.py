@@ -74,7 +74,7 @@ def document(server_url: str) -> dict:
                         "application/json": {"schema": _ref("TaskCreate")},
                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "external_ref": {"type": "string"}}}},
+                            "external_ref": {"type": "string", "maxLength": 255}}}},
                     }},
                     "responses": {"201": _json(_ref("TaskCreated"),
                                                "Created (or replayed: header Idempotent-Replayed: true)"),
@@ -146,8 +146,9 @@ def document(server_url: str) -> dict:
                     "task_id": {"type": "integer", "description": "With 422: the task the Idempotency-Key names"}}},
                 "TaskStatus": {"type": "string", "enum": TaskStatus.values},
                 "TaskCreate": {"type": "object", "required": ["content"], "properties": {
-                    "content": {"type": "string", "minLength": 1}, "filename": {"type": ["string", "null"]},
-                    "external_ref": {"type": ["string", "null"]}}},
+                    "content": {"type": "string", "minLength": 1},
+                    "filename": {"type": ["string", "null"], "maxLength": 255},
+                    "external_ref": {"type": ["string", "null"], "maxLength": 255}}},
                 "TaskCreated": _object({
                     "id": INT, "status": _ref("TaskStatus"), "url": STR, "duplicate_of": INT_OR_NULL}),
                 "Task": _object({

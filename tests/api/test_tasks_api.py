@@ -361,3 +361,23 @@ def test_the_bearer_scheme_is_case_insensitive(operator, scheme):
     # RFC 9110 (11.1): the authentication scheme is case-insensitive; some HTTP clients send "bearer".
     client = Client(HTTP_AUTHORIZATION=f"{scheme} {api_token_create(user=operator)}")
     assert client.get("/api/v1/tasks").status_code == 200
+
+
+@pytest.mark.parametrize("name", ["filename", "external_ref"])
+def test_a_filename_or_external_ref_over_255_characters_is_400_not_cut(operator, name):
+    # It used to be cut to 255 characters: an integrator looking its document up by external_ref
+    # would not find it.
+    response = post_json(api(operator), {"content": "INVOICE 16", name: "r" * 256})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == f'"{name}" is 256 characters long; at most 255 are allowed'
+    assert Task.objects.count() == 0
+
+
+def test_a_multipart_external_ref_over_255_characters_is_400(operator):
+    upload = SimpleUploadedFile("inv.txt", b"INVOICE 17")
+    response = api(operator).post("/api/v1/tasks", {"file": upload, "external_ref": "r" * 300})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == '"external_ref" is 300 characters long; at most 255 are allowed'
+    assert Task.objects.count() == 0
