@@ -142,3 +142,38 @@ def test_a_decision_that_is_not_json_is_a_415_and_decides_nothing(reviewer_finan
         "error": "Content-Type application/x-www-form-urlencoded is not accepted; send application/json"}
     approval.refresh_from_db()
     assert approval.status == "pending"
+
+
+HUGE = "9" * 25  # past any integer column
+
+
+@pytest.mark.parametrize("method, path", [
+    ("get", f"/api/v1/tasks/{HUGE}"),
+    ("post", f"/api/v1/approvals/{HUGE}/decision"),
+    ("post", f"/api/v1/dead-letters/{HUGE}/retry"),
+])
+def test_an_id_past_any_integer_column_is_a_404(admin_user, method, path):
+    client = api(admin_user)
+    response = client.get(path) if method == "get" else client.post(path, data="{}", content_type="application/json")
+    assert response.status_code == 404
+    assert response.json()["error"].endswith(f"{HUGE} not found")
+
+
+def test_a_cursor_past_any_integer_column_pages_normally(operator, make_task):
+    task = make_task()
+    response = api(operator).get(f"/api/v1/tasks?before={HUGE}")
+    assert response.status_code == 200
+    assert [t["id"] for t in response.json()["results"]] == [task.pk]
+
+
+def test_a_session_cookie_cannot_post_to_the_api(operator, client_for):
+    """The API takes bearer tokens only, so a cross-site form riding a logged-in session gets 401."""
+    from orchestrator.models import Task
+
+    client = client_for(operator)
+    client.handler.enforce_csrf_checks = True
+
+    response = client.post("/api/v1/tasks", data='{"content": "INVOICE 7"}', content_type="application/json")
+
+    assert response.status_code == 401
+    assert Task.objects.count() == 0
