@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import DatabaseError
 from django.utils import timezone
 
 from orchestrator.models import Task
@@ -274,23 +273,3 @@ def test_task_page_shows_the_dead_letter_with_retry(operator, reviewer_finance, 
     page = client_for(reviewer_finance).get(f"/tasks/{task.pk}/").text
     assert "SchemaInvalid" in page
     assert "/retry" not in page
-
-
-# --- Health -----------------------------------------------------------------------------------
-
-
-def test_healthz_is_open_and_checks_the_database(client, db):
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
-
-
-def test_healthz_reports_a_broken_database(client, db, monkeypatch):
-    class BrokenConnection:
-        def cursor(self):
-            raise DatabaseError("connection refused")
-
-    monkeypatch.setattr("orchestrator.views.connection", BrokenConnection())
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["database"] == "error"

@@ -1,0 +1,105 @@
+"""/healthz, as a load balancer or an operator sees it: open, says which of the database and the
+broker is down, and answers within seconds whatever is down.
+
+The outages are real: a web server (gunicorn, as in production) is started against a port where
+nothing listens, or where something accepts connections and never answers (a hung server)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.conftest import ARTIFACTS, ROOT
+
+# What /healthz may take at most when something is down (its own bound is 2 s).
+PROMPT_S = 5
+
+
+def test_healthz_is_open_and_checks_the_database_and_the_broker(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens: connections are refused, as to a stopped server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def hung_server():
+    """A loopback port that accepts connections and never answers, as a hung server does."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(100)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.fixture
+def web(tmp_path):
+    """Start `gunicorn config.wsgi` with the given environment; returns its base URL."""
+    processes: list[subprocess.Popen] = []
+
+    def start(**env: str) -> str:
+        ARTIFACTS.mkdir(exist_ok=True)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        environment = {**os.environ, "DEBUG": "0", "SECRET_KEY": "healthz-test", "STEWARD_VAR_DIR": str(tmp_path),
+                       "DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}",
+                       "CELERY_BROKER_URL": "filesystem://localhost//", **env}
+        log = open(ARTIFACTS / f"healthz-web-{os.getpid()}-{time.time_ns()}.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+             "--timeout", "120"], cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        processes.append(process)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"gunicorn exited with {process.returncode}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("gunicorn did not start")
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def get_health(base: str) -> tuple[int, dict, float]:
+    """GET /healthz: (status code, JSON body, seconds it took)."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=60) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    return status, json.loads(body), time.monotonic() - started
+
+
+def test_healthz_says_the_broker_is_down(web):
+    base = web(CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0")
+    status, body, _ = get_health(base)
+    assert status == 503
+    assert body == {"status": "error", "database": "ok", "broker": "error"}
+
+
+def test_healthz_says_the_database_is_down(web):
+    base = web(DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed_port()}/steward", DB_POOL_MAX_SIZE="0")
+    status, body, _ = get_health(base)
+    assert status == 503
+    assert body == {"status": "error", "database": "error", "broker": "ok"}
