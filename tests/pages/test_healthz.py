@@ -103,3 +103,28 @@ def test_healthz_says_the_database_is_down(web):
     status, body, _ = get_health(base)
     assert status == 503
     assert body == {"status": "error", "database": "error", "broker": "ok"}
+
+
+def test_healthz_answers_promptly_while_the_pooled_database_is_down(web):
+    # With the connection pool (the default on PostgreSQL), a query waits DB_POOL_TIMEOUT_S (30 s)
+    # for a connection: a health check must not.
+    base = web(DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed_port()}/steward")
+    for _ in range(2):
+        status, body, took = get_health(base)
+        assert (status, body) == (503, {"status": "error", "database": "error", "broker": "ok"})
+        assert took < PROMPT_S
+
+
+def test_healthz_answers_promptly_while_the_database_hangs(web, hung_server):
+    base = web(DATABASE_URL=f"postgres://postgres@127.0.0.1:{hung_server}/steward", DB_POOL_MAX_SIZE="0")
+    for _ in range(2):
+        status, body, took = get_health(base)
+        assert (status, body) == (503, {"status": "error", "database": "error", "broker": "ok"})
+        assert took < PROMPT_S
+
+
+def test_healthz_answers_promptly_while_the_broker_hangs(web, hung_server):
+    base = web(CELERY_BROKER_URL=f"redis://127.0.0.1:{hung_server}/0")
+    status, body, took = get_health(base)
+    assert (status, body) == (503, {"status": "error", "database": "ok", "broker": "error"})
+    assert took < PROMPT_S
