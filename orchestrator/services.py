@@ -417,7 +417,7 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
     """
     from datetime import timedelta
 
-    from django.db.models import Count, Q
+    from django.db.models import Q
 
     from .models import BulkRetry, BulkRetryItem, BulkRetryItemStatus as Item, BulkRetryStatus
 
@@ -434,11 +434,10 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
     ):
         return "not-due"
 
-    items = BulkRetryItem.objects.filter(bulk_retry=bulk, status=Item.ENQUEUED)
-    for outcome, statuses in SETTLED_TASK_STATUSES.items():
-        items.filter(task__status__in=statuses).update(status=outcome, finished_at=now)
-
+    _bulk_record_outcomes(bulk, now)
     if _breaker_tripped(bulk, now):
+        # The counters as of the trip, so the page agrees with the breaker's reason.
+        BulkRetry.objects.filter(pk=bulk_id).update(**_bulk_counts(bulk)[0])
         return "paused"
 
     # Pace: no more than rate/minute since paced_since, so a slow or restarted worker catches up
@@ -452,14 +451,7 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
                        .order_by("id").values_list("id", flat=True)[:allowed])
         for offset in range(0, len(pending), 500):
             sent += _bulk_send(bulk, pending[offset:offset + 500], now)
-    counts = BulkRetryItem.objects.filter(bulk_retry=bulk).aggregate(
-        enqueued=Count("id", filter=~Q(status__in=[Item.PENDING, Item.SKIPPED])),
-        succeeded=Count("id", filter=Q(status=Item.SUCCEEDED)),
-        failed_again=Count("id", filter=Q(status=Item.FAILED_AGAIN)),
-        skipped=Count("id", filter=Q(status=Item.SKIPPED)),
-        open=Count("id", filter=Q(status__in=[Item.PENDING, Item.ENQUEUED])),
-    )
-    still_open = counts.pop("open")
+    counts, still_open = _bulk_counts(bulk)
     with transaction.atomic():
         updates = dict(counts, paced_count=bulk.paced_count + sent, updated_at=now)
         if not still_open:
@@ -471,6 +463,49 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
         if still_open:
             _send_tick(bulk_id, interval)
     return "completed" if not still_open else f"sent {sent}"
+
+
+def _bulk_record_outcomes(bulk, now) -> None:
+    """Items sent back whose task has settled since: went through, or failed again."""
+    from .models import BulkRetryItem, BulkRetryItemStatus as Item
+
+    items = BulkRetryItem.objects.filter(bulk_retry=bulk, status=Item.ENQUEUED)
+    for outcome, statuses in SETTLED_TASK_STATUSES.items():
+        items.filter(task__status__in=statuses).update(status=outcome, finished_at=now)
+
+
+def _bulk_counts(bulk) -> tuple[dict, int]:
+    """The bulk retry's counters from its items, and how many items are still open."""
+    from django.db.models import Count, Q
+
+    from .models import BulkRetryItem, BulkRetryItemStatus as Item
+
+    counts = BulkRetryItem.objects.filter(bulk_retry=bulk).aggregate(
+        enqueued=Count("id", filter=~Q(status__in=[Item.PENDING, Item.SKIPPED])),
+        succeeded=Count("id", filter=Q(status=Item.SUCCEEDED)),
+        failed_again=Count("id", filter=Q(status=Item.FAILED_AGAIN)),
+        skipped=Count("id", filter=Q(status=Item.SKIPPED)),
+        open=Count("id", filter=Q(status__in=[Item.PENDING, Item.ENQUEUED])),
+    )
+    return counts, counts.pop("open")
+
+
+def bulk_retries_settle(*, bulk_ids: list[int]) -> None:
+    """Record what the items of paused or cancelled bulk retries did since they stopped.
+
+    Pausing or cancelling stops the ticks, not the items already sent back: those tasks keep
+    running, and without ticks their outcomes (and the counters) would stay "sent back, running"
+    for good. The pages call this before they read, as the ticks do while a bulk retry runs.
+    Only bulk retries with items in flight are touched; each call is idempotent.
+    """
+    from .models import BulkRetry, BulkRetryStatus
+
+    now = timezone.now()
+    stopped = BulkRetry.objects.filter(pk__in=bulk_ids, status__in=[BulkRetryStatus.PAUSED, BulkRetryStatus.CANCELLED])
+    for bulk in stopped:
+        if bulk.in_flight:
+            _bulk_record_outcomes(bulk, now)
+            BulkRetry.objects.filter(pk=bulk.pk).update(**_bulk_counts(bulk)[0])
 
 
 def _bulk_send(bulk, item_ids: list[int], now) -> int:

@@ -30,8 +30,9 @@ from .models import (
 from .roles import ADMIN, OPERATOR, role_required
 from .selectors import TRIAGE_FILTERS, TRIAGE_SINCE, open_dead_letters
 from .services import (
-    BULK_RETRY_RATES, EDITABLE_AT, PACE_REFUSED, NotAllowed, bulk_retry_control, bulk_retry_create,
-    dead_letter_discard, dead_letter_edit_retry, dead_letter_requeue, dead_letter_retry, tick_interval,
+    BULK_RETRY_RATES, EDITABLE_AT, PACE_REFUSED, NotAllowed, bulk_retries_settle, bulk_retry_control,
+    bulk_retry_create, dead_letter_discard, dead_letter_edit_retry, dead_letter_requeue, dead_letter_retry,
+    tick_interval,
 )
 from .presenters import keyset_page, pretty, query_with, render_page, safe_next, transcript_blocks
 from .views import task_context, task_for
@@ -105,12 +106,18 @@ def triage(request: HttpRequest) -> HttpResponse:
         "doc_type_choices": DocType.values,
         "queue_choices": list(Queue.objects.values_list("name", flat=True)),
         "since_choices": [(key, label) for key, (label, _) in TRIAGE_SINCE.items()],
-        "bulk_retries": list(BulkRetry.objects.select_related("created_by")[:5]),
+        "bulk_retries": _recent_bulk_retries(),
     }
     if request.htmx:
         partial = "dl-rows" if "before" in request.GET else "triage-results"
         return render_page(request, f"orchestrator/triage/triage.html#{partial}", context)
     return render_page(request, "orchestrator/triage/triage.html", context)
+
+
+def _recent_bulk_retries() -> list[BulkRetry]:
+    recent = list(BulkRetry.objects.values_list("id", flat=True)[:5])
+    bulk_retries_settle(bulk_ids=recent)  # paused or cancelled: what their items did since
+    return list(BulkRetry.objects.filter(pk__in=recent).select_related("created_by"))
 
 
 # --- One dead letter ----------------------------------------------------------------------------
@@ -293,6 +300,7 @@ ITEMS_PAGE = 100
 @require_GET
 def bulk_retry_detail(request: HttpRequest, bulk_id: int) -> HttpResponse:
     """The live report: counters, the breaker's reason, and each item's outcome (?outcome=...)."""
+    bulk_retries_settle(bulk_ids=[bulk_id])  # paused or cancelled: what its items did since
     bulk = get_object_or_404(BulkRetry.objects.select_related("created_by"), pk=bulk_id)
     outcome = request.GET.get("outcome", "")
     items = BulkRetryItem.objects.filter(bulk_retry=bulk).select_related("task", "dead_letter")
@@ -322,7 +330,8 @@ def bulk_retry_detail(request: HttpRequest, bulk_id: int) -> HttpResponse:
         "outcome": outcome,
         "outcome_choices": BulkRetryItemStatus.choices,
         "next_query": query_with(request, after=next_after) if next_after else "",
-        "live": bulk.status == BulkRetryStatus.RUNNING or (bulk.status == BulkRetryStatus.PAUSED and bulk.in_flight),
+        # Paused or cancelled, items already sent back still settle: follow them to the end.
+        "live": bulk.status == BulkRetryStatus.RUNNING or bool(bulk.in_flight),
         "progress": int(100 * (bulk.enqueued + bulk.skipped) / bulk.total) if bulk.total else 100,
         "pace": round(bulk.enqueued / elapsed * 60, 1) if elapsed > 0 and bulk.enqueued else 0,
         "paged": "after" in request.GET,
