@@ -434,7 +434,7 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
     ):
         return "not-due"
 
-    _bulk_record_outcomes(bulk, now)
+    _bulk_record_outcomes(bulk)
     if _breaker_tripped(bulk, now):
         # The counters as of the trip, so the page agrees with the breaker's reason.
         BulkRetry.objects.filter(pk=bulk_id).update(**_bulk_counts(bulk)[0])
@@ -465,13 +465,23 @@ def bulk_retry_advance(*, bulk_id: int, now=None) -> str:
     return "completed" if not still_open else f"sent {sent}"
 
 
-def _bulk_record_outcomes(bulk, now) -> None:
-    """Items sent back whose task has settled since: went through, or failed again."""
+def _bulk_record_outcomes(bulk) -> None:
+    """Items sent back whose task has settled since: went through, or failed again.
+
+    An item finished when its task did (the task's last change, never before the item was sent
+    back), not when a tick or a page noticed: failures that happened while the bulk retry was
+    paused must not count in the circuit breaker's window after the operator resumes it.
+    """
+    from django.db.models import OuterRef, Subquery
+    from django.db.models.functions import Greatest
+
     from .models import BulkRetryItem, BulkRetryItemStatus as Item
 
     items = BulkRetryItem.objects.filter(bulk_retry=bulk, status=Item.ENQUEUED)
+    settled_at = Greatest(Subquery(Task.objects.filter(pk=OuterRef("task_id")).values("updated_at")[:1]),
+                          "enqueued_at")
     for outcome, statuses in SETTLED_TASK_STATUSES.items():
-        items.filter(task__status__in=statuses).update(status=outcome, finished_at=now)
+        items.filter(task__status__in=statuses).update(status=outcome, finished_at=settled_at)
 
 
 def _bulk_counts(bulk) -> tuple[dict, int]:
@@ -500,11 +510,10 @@ def bulk_retries_settle(*, bulk_ids: list[int]) -> None:
     """
     from .models import BulkRetry, BulkRetryStatus
 
-    now = timezone.now()
     stopped = BulkRetry.objects.filter(pk__in=bulk_ids, status__in=[BulkRetryStatus.PAUSED, BulkRetryStatus.CANCELLED])
     for bulk in stopped:
         if bulk.in_flight:
-            _bulk_record_outcomes(bulk, now)
+            _bulk_record_outcomes(bulk)
             BulkRetry.objects.filter(pk=bulk.pk).update(**_bulk_counts(bulk)[0])
 
 

@@ -1,5 +1,6 @@
 """A bulk retry paused (by the circuit breaker or a person) or cancelled: the items it had already
-sent back keep running, and what became of them must still show.
+sent back keep running, and what became of them must still show; and a resume after the cause
+was fixed is not paused again by failures that happened before it.
 
 The tasks really fail: the pipeline runs them against the simulator, which answers 500 to every
 model call of a document marked `[[sim-fault: server_error]]`.
@@ -79,3 +80,12 @@ def test_a_cancelled_bulk_retry_shows_what_became_of_the_items_it_had_sent(opera
     page = client_for(operator).get(f"/dead-letters/bulk/{bulk.pk}/").text
     assert counters(page)["Failed again"] == "2"
     assert page[page.index("<tbody>"):].count(">Failed again</span>") == 2
+
+
+def test_a_resume_is_not_paused_again_by_failures_from_before_it(operator, failing):
+    bulk = paused_with_items_in_flight(operator, failing)
+    # The operator fixes the cause (a model, a provider limit), then resumes: the breaker starts over.
+    bulk_retry_control(bulk_id=bulk.pk, user=operator, action="resume")
+    assert bulk_retry_advance(bulk_id=bulk.pk) == "completed"
+    bulk.refresh_from_db()
+    assert (bulk.status, bulk.paused_reason, bulk.succeeded, bulk.failed_again) == ("completed", "", 0, 10)
