@@ -135,13 +135,26 @@ def _retry_after(response: Any) -> float | None:
     return None
 
 
-def classify_error(exc: Exception) -> Exception:
-    """Map an `openai` exception to a TransientError or PermanentError."""
+def _called_url(exc: Exception) -> str:
+    """The URL the failed call went to, without its query (Azure's api-version): which endpoint
+    or deployment an operator must look at. The openai client's own message never says."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    return str(url.copy_with(query=None)) if url is not None else "the model server"
+
+
+def classify_error(exc: Exception, timeout_s: float | None = None) -> Exception:
+    """Map an `openai` exception to a TransientError or PermanentError. `timeout_s`: how long the
+    call was allowed, for the message of a timeout."""
     name = type(exc).__name__
+    # What happened before where (a long Azure URL): pages shorten long messages at the end.
     if isinstance(exc, openai.APITimeoutError):
-        return TransientError(f"Model call timed out: {exc}", error_type="Timeout")
+        waited = f" within {timeout_s:g} s" if timeout_s else ""
+        return TransientError(f"Model call timed out: no answer{waited} ({_called_url(exc)})", error_type="Timeout")
     if isinstance(exc, openai.APIConnectionError):
-        return TransientError(f"Could not reach the model: {exc}", error_type="ConnectionError")
+        # The cause says what went wrong (refused, unknown host, TLS...); the client's own
+        # message is only "Connection error."
+        return TransientError(f"Could not reach the model: {exc.__cause__ or exc} ({_called_url(exc)})",
+                              error_type="ConnectionError")
     if isinstance(exc, openai.RateLimitError):
         return TransientError(
             f"Rate limited (429): {exc.message}",
@@ -311,7 +324,7 @@ class Meter:
         except openai.OpenAIError as exc:
             self.step.latency_ms += int((time.perf_counter() - started) * 1000)
             self.step.llm_calls += 1
-            raise classify_error(exc) from exc
+            raise classify_error(exc, self.timeout_s) from exc
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         return self._record(completion, model, elapsed_ms)
 

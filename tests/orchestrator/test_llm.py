@@ -190,6 +190,8 @@ def test_timeout_is_transient(db, simulator):
     error = failing_call("timeout", timeout_s=0.3)
     assert isinstance(error, TransientError)
     assert error.error_type == "Timeout"
+    # Where, and how long Steward waited: the reason an operator reads on the dead letter.
+    assert error.message == f"Model call timed out: no answer within 0.3 s ({llm.get_client().base_url}chat/completions)"
 
 
 def test_content_filter_is_permanent(db, simulator):
