@@ -1,17 +1,19 @@
-"""On a phone (390x844): the inbox's Approve and Reject, the triage's Retry and a dead letter's
-errors are on screen, no page scrolls sideways, and the charts' axis text is legible.
+"""On a phone (390x844): the inbox's Approve and Reject, the triage's Retry, a dead letter's
+errors and what became of each item of a bulk retry are on screen, no page scrolls sideways, and
+the charts' axis text is legible.
 
 Screenshots go to test-artifacts/phone-*.png.
 """
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from orchestrator.models import Step
-from orchestrator.services import dead_letter_create
+from orchestrator.models import Step, Task
+from orchestrator.services import bulk_retry_advance, bulk_retry_create, dead_letter_create
 
 from .conftest import ARTIFACTS
 from .test_charts import seed_history
@@ -119,6 +121,40 @@ def test_olga_retries_a_dead_letter_on_a_phone(plain_http, live_server, operator
     assert_on_screen(page.locator("#actions button.primary", has_text="Retry"))
     assert_fits(page)
     page.screenshot(path=ARTIFACTS / "phone-dead-letter.png", full_page=True)
+    page.close()
+
+
+def test_olga_follows_a_bulk_retry_on_a_phone(plain_http, live_server, operator, make_task, browser):
+    letters = []
+    for n in (1, 2, 3):
+        task = make_task(doc_type="Invoice", status="dead_lettered", current_step="classify",
+                         filename=f"northwind-traders-invoice-{n}.txt")
+        letters.append(dead_letter_create(task=task, step=None, error_type="ConnectionError",
+                                          message="Gave up after 5 attempts: Could not reach the model"))
+    bulk = bulk_retry_create(user=operator, dead_letter_ids=[dl.pk for dl in letters], description="three",
+                             selection={"scope": "selected"}, rate_per_minute=600)
+    bulk_retry_advance(bulk_id=bulk.pk)
+    # The first one fails again, for a reason the operator must be able to read.
+    failed = Task.objects.get(pk=letters[0].task_id)
+    Task.objects.filter(pk=failed.pk).update(status="dead_lettered")
+    dead_letter_create(task=failed, step=None, error_type="ConnectionError",
+                       message="Gave up after 5 attempts: Could not reach the model: [Errno -2] Name or service "
+                               "not known (https://steward-prod.openai.azure.com/openai/deployments/gpt-4o-mini/"
+                               "chat/completions)")
+    bulk_retry_advance(bulk_id=bulk.pk, now=timezone.now() + timedelta(seconds=1))
+
+    page = log_in(browser, live_server, "olga")
+    page.goto(f"{live_server.url}/dead-letters/bulk/{bulk.pk}/")
+    row = page.locator("table.items tbody tr").first
+    for n in (1, 2, 3, 4):  # task, outcome, when sent back, and what became of it
+        assert_on_screen(row.locator(f"td:nth-child({n})"))
+    assert "Failed again" in row.locator("td:nth-child(2)").inner_text()
+    assert "Name or service not known" in row.locator("td:nth-child(4)").inner_text()
+    # The file name on a line or two, not one letter column broken mid-word.
+    name = row.locator("td:nth-child(1) a").bounding_box()
+    assert name["width"] > 150, f"the file name is squeezed: {name}"
+    assert_fits(page)
+    page.screenshot(path=ARTIFACTS / "phone-bulk-retry.png", full_page=True)
     page.close()
 
 
