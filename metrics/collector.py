@@ -64,6 +64,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                               ("worker", "error_type")),
     "steward_loop_tool_call_ceiling": ("gauge", "Loop detection's tool-call ceiling per step (from the recent p95)",
                                        ("worker",)),
+    "steward_sweeper_last_run_timestamp_seconds": ("gauge", "When the sweeper last ran (Unix time); beat runs it "
+                                                   "every STEWARD_SWEEP_INTERVAL_S", ()),
 }
 # Exposed histogram -> the rollup histogram it reads.
 HISTOGRAMS = {
@@ -102,7 +104,7 @@ class StewardCollector(Collector):
         return families
 
     def _collect(self):
-        from orchestrator.models import DeadLetter, Task, TaskStatus
+        from orchestrator.models import DeadLetter, SweepRun, Task, TaskStatus
         from reviews.models import Approval
 
         from .loops import tool_call_ceiling
@@ -177,6 +179,12 @@ class StewardCollector(Collector):
             if ceiling is not None:
                 ceilings[(worker,)] = ceiling.limit
         yield _filled("steward_loop_tool_call_ceiling", ceilings)
+
+        # The safety net's own pulse: with beat (or every worker) stopped, nothing recovers lost
+        # work, and nothing else here would say so. No sample until it has run once.
+        last_sweep = SweepRun.objects.order_by("-started_at").values_list("started_at", flat=True).first()
+        yield _filled("steward_sweeper_last_run_timestamp_seconds",
+                      {(): last_sweep.timestamp()} if last_sweep else {})
 
         rows = HistogramRollup.objects.filter(period=Period.ALL).values(
             "metric", "worker", "model", "doc_type", "queue", "label", "bin").annotate(n=Sum("count"), s=Sum("total"))

@@ -381,12 +381,16 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
         task.waiting_s = int((now - since).total_seconds()) if since else None
         task.lease_expired = bool(task.lease_expires_at and task.lease_expires_at < now)
     runs = list(SweepRun.objects.all()[:10])  # newest first
+    last_run = runs[0] if runs else None
     context = {
         "tasks": tasks,
         "stuck_after_s": int(settings.STEWARD_STUCK_AFTER_S),
         "actions": list(SweepAction.objects.select_related("sweep")[:50]),
         "runs": runs,
-        "last_run": runs[0] if runs else None,
+        "last_run": last_run,
+        # Beat stopped, or no worker takes the sweeps off the default queue: say so, not only when.
+        "sweeper_overdue": bool(last_run and last_run.started_at < now - timedelta(
+            seconds=max(3 * settings.STEWARD_SWEEP_INTERVAL_S, 120))),
         "sweep_interval_s": settings.STEWARD_SWEEP_INTERVAL_S,
         "now": now,
     }

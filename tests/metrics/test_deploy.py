@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from metrics.loops import clear_cache
+from orchestrator.models import SweepRun
 
 from .conftest import run_promtool, samples, scrape
 
@@ -21,7 +23,7 @@ METRIC_NAME = re.compile(r"(?<![:\w])((?:steward|gen_ai)_[a-z_]+)")
 def test_promtool_check_rules():
     result = run_promtool("check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 10 rules found" in result.stdout
 
 
 def test_promtool_test_rules():
@@ -33,15 +35,17 @@ def test_promtool_test_rules():
 def test_alerts_cover_what_the_issue_asks_for():
     text = ALERTS.read_text()
     for alert in ("StewardToolCallSpike", "StewardTokenSpike", "StewardCostSpike", "StewardDeadLetterGrowth",
-                  "StewardCompletionRateDrop", "StewardApprovalsPastSLA"):
+                  "StewardCompletionRateDrop", "StewardApprovalsPastSLA", "StewardSweeperNotRunning"):
         assert f"alert: {alert}" in text
         assert f"alertname: {alert}" in ALERT_TESTS.read_text(), f"{alert} has no promtool unit test"
 
 
 @pytest.mark.django_db
 def test_rules_and_dashboard_use_only_metrics_that_exist(scenario, operator, make_task, make_approval, settings):
-    # One pending approval and a loop ceiling (few samples suffice here), so every gauge has a series.
+    # One pending approval, a loop ceiling (few samples suffice here) and a sweep, so every gauge
+    # has a series.
     make_approval(make_task(status="awaiting_approval"), "finance_director")
+    SweepRun.objects.create(started_at=timezone.now())
     settings.STEWARD_LOOP_MIN_SAMPLES = 1
     clear_cache()
     found = samples(scrape(operator))

@@ -96,3 +96,18 @@ def test_promtool_check_metrics_passes(scenario, operator):
     # promtool prints lint findings without failing on some of them: there must be none of ours.
     ours = [line for line in (result.stdout + result.stderr).splitlines() if "steward" in line or "gen_ai" in line]
     assert not ours, ours
+
+
+def test_when_the_sweeper_last_ran_is_exposed(db, operator):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orchestrator.models import SweepRun
+
+    assert not total(samples(scrape(operator)), "steward_sweeper_last_run_timestamp_seconds")  # never ran
+    started = timezone.now() - timedelta(minutes=20)
+    SweepRun.objects.create(started_at=started, actions_count=0)
+    SweepRun.objects.create(started_at=started - timedelta(minutes=1), actions_count=0)
+    found = samples(scrape(operator))
+    assert total(found, "steward_sweeper_last_run_timestamp_seconds") == pytest.approx(started.timestamp(), abs=0.01)

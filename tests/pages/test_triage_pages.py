@@ -281,6 +281,18 @@ def test_stuck_work_shows_owners_and_the_sweepers_actions(operator, client_for, 
     assert Step.objects.count() == 0 and DeadLetter.objects.count() == 0
 
 
+def test_stuck_work_says_when_the_sweeper_stopped_running(operator, client_for, settings):
+    # Beat (or every worker) stopped 20 minutes ago: nothing recovers lost work any more.
+    settings.STEWARD_SWEEP_INTERVAL_S = 30
+    SweepRun.objects.create(started_at=timezone.now() - timezone.timedelta(minutes=20), actions_count=0)
+    page = client_for(operator).get("/stuck/").text
+    assert "The sweeper has not run for 20" in page and "every 30 s" in page
+    assert "Start <code>celery -A config beat</code>" in page
+    SweepRun.objects.create(started_at=timezone.now(), actions_count=0)
+    page = client_for(operator).get("/stuck/").text
+    assert "has not run" not in page and "It last ran" in page
+
+
 def test_the_task_page_links_operators_to_triage(operator, reviewer_finance, client_for, make_task, make_dead_letter,
                                                  make_approval):
     task = make_task()
