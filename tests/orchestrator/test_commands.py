@@ -92,6 +92,24 @@ def test_submit_wait_gives_up_at_the_timeout_naming_the_tasks(db, tmp_path):
         run("submit", str(tmp_path / "a.txt"), "--wait", "--timeout", "0.1")
 
 
+@pytest.mark.worker
+def test_submit_wait_says_why_a_document_failed_and_exits_non_zero(start_worker, simulator, tmp_path):
+    (tmp_path / "good.txt").write_text("INVOICE G-1\nFrom: Good Supplier\nTotal: $5.00\n")
+    (tmp_path / "bad.txt").write_text("INVOICE B-1\nFrom: Bad Supplier\nTotal: $5.00\n[[sim-fault: content_filter]]\n")
+    start_worker(simulator)
+    out = StringIO()
+    # A script running `submit --wait && ...` must not carry on as if all went through.
+    with pytest.raises(CommandError, match=r"1 of 2 tasks failed \(dead-lettered: \d+\)"):
+        call_command("submit", str(tmp_path / "good.txt"), str(tmp_path / "bad.txt"), "--wait", "--timeout", "60",
+                     stdout=out)
+    bad = Task.objects.get(filename="bad.txt")
+    assert bad.status == "dead_lettered"
+    assert (f"task {bad.pk}: dead_lettered at classify: ContentFilter: Blocked by the content filter"
+            in out.getvalue())
+    good = Task.objects.get(filename="good.txt")
+    assert f"task {good.pk}: {good.status}" in out.getvalue() and good.status != "dead_lettered"
+
+
 # --- add_user -------------------------------------------------------------------------------
 
 

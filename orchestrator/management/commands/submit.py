@@ -4,10 +4,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from orchestrator.intake import IntakeError, document_text
-from orchestrator.models import Source, Task, TaskStatus
+from orchestrator.models import DeadLetterStatus, Source, Task, TaskStatus
 from orchestrator.services import task_submit
 
 SETTLED = {TaskStatus.COMPLETED, TaskStatus.REJECTED, TaskStatus.DEAD_LETTERED, TaskStatus.DISCARDED,
@@ -20,7 +21,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+")
         parser.add_argument("--wait", action="store_true",
-                            help="Wait until every task completes, waits for a person, or fails")
+                            help="Wait until every task completes, waits for a person, or fails (then exit 1)")
         parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait at most (with --wait)")
 
     def handle(self, *args, **options):
@@ -46,20 +47,41 @@ class Command(BaseCommand):
             submitted.append(task)
             note = f" (exact duplicate of task {task.duplicate_of_id})" if task.duplicate_of_id else ""
             self.stdout.write(f"{path}: task {task.pk} {task.status}{note}")
-        if options["wait"] and submitted:
-            self._wait([t.pk for t in submitted], options["timeout"])
+        failed = self._wait([t.pk for t in submitted], options["timeout"]) if options["wait"] and submitted else []
+        problems = []
         if refused:
-            raise CommandError(f"{len(refused)} of {len(files)} file(s) refused: {', '.join(refused)}")
+            problems.append(f"{len(refused)} of {len(files)} file(s) refused: {', '.join(refused)}")
+        if failed:
+            # Non-zero, so that a script running `submit --wait && ...` does not carry on.
+            problems.append(f"{len(failed)} of {len(submitted)} tasks failed (dead-lettered: "
+                            f"{', '.join(map(str, failed))}); an operator triages them at "
+                            f"{settings.STEWARD_BASE_URL}/dead-letters/")
+        if problems:
+            raise CommandError("; ".join(problems))
 
-    def _wait(self, ids: list[int], timeout: float) -> None:
+    def _wait(self, ids: list[int], timeout: float) -> list[int]:
+        """Print each task's end as it comes (for a dead letter, why); returns the dead-lettered ones."""
         deadline = time.monotonic() + timeout
         pending = set(ids)
+        failed: list[int] = []
         while pending and time.monotonic() < deadline:
             for task in Task.objects.filter(pk__in=pending, status__in=SETTLED):
                 pending.discard(task.pk)
-                where = f" in {task.routed_to}" if task.status == TaskStatus.AWAITING_APPROVAL else ""
-                self.stdout.write(f"task {task.pk}: {task.status}{where} ({task.doc_type or 'unclassified'})")
+                self.stdout.write(f"task {task.pk}: {self._outcome(task)}")
+                if task.status in (TaskStatus.DEAD_LETTERED, TaskStatus.DISCARDED):
+                    failed.append(task.pk)
             if pending:
                 time.sleep(0.5)
         if pending:
             raise CommandError(f"Timed out; still running: {', '.join(map(str, sorted(pending)))}")
+        return sorted(failed)
+
+    @staticmethod
+    def _outcome(task: Task) -> str:
+        if task.status == TaskStatus.DEAD_LETTERED:
+            letter = task.dead_letters.filter(status=DeadLetterStatus.OPEN).order_by("-id").first()
+            if letter is not None:
+                return (f"dead_lettered at {letter.worker or task.current_step}: {letter.error_type}: "
+                        f"{letter.message}")
+        where = f" in {task.routed_to}" if task.status == TaskStatus.AWAITING_APPROVAL else ""
+        return f"{task.status}{where} ({task.doc_type or 'unclassified'})"
