@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def web(tmp_path):
 
     yield start
     for process in processes:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # the arbiter and its worker
         process.wait(timeout=10)
 
 
