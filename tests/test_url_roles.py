@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from orchestrator.models import BulkRetry, DeadLetter, Step
 from orchestrator.roles import api_token_create
+from reviews.models import Approval
 
 ACTORS = ("anonymous", "outsider", "reviewer", "operator", "admin")
 ALL_ROLES = frozenset({"reviewer", "operator", "admin"})
@@ -181,3 +182,64 @@ def test_django_admin_is_for_the_admin_role_only(world):
     client = Client()
     client.force_login(world["users"]["admin"])
     assert client.get("/admin/").status_code == 200
+
+
+# --- Objects of another queue ------------------------------------------------------------------
+
+OBJECT_PARAMS = {"task_id", "approval_id"}
+
+
+def _object_urls_for_reviewers() -> list[tuple[str, str, str]]:
+    """(name, kind, method) of every URL that names a task or an approval and lets reviewers in."""
+    found = []
+    for route, name in url_patterns():
+        entry = EXPECTED.get(name)
+        if not entry or not OBJECT_PARAMS & set(re.findall(r"<(?:\w+:)?(\w+)>", route)):
+            continue
+        found += [(name, entry["kind"], method) for method, allowed in entry["methods"].items() if "reviewer" in allowed]
+    return found
+
+
+def test_a_reviewer_of_another_queue_gets_404_for_every_object_of_this_one(world, reviewer_legal):
+    """Bob reviews legal_team: every page, HTMX partial and API call naming the finance task or its
+    approval answers him 404, as for an id that does not exist, and decides nothing."""
+    bob_token = api_token_create(user=reviewer_legal)
+    checked, problems = [], []
+    for name, kind, method in _object_urls_for_reviewers():
+        url = url_for(name, world["kwargs"])
+        for htmx in (False, True):
+            client = Client(HTTP_AUTHORIZATION=f"Bearer {bob_token}") if kind == "api" else Client()
+            if kind != "api":
+                client.force_login(reviewer_legal)
+            headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+            if method == "POST" and kind == "api":
+                response = client.post(url, data='{"decision": "approve"}', content_type="application/json")
+            elif method == "POST":
+                response = client.post(url, {"decision": "approve"}, **headers)
+            else:
+                response = client.get(url, **headers)
+            checked.append(name)
+            if response.status_code != 404:
+                problems.append(f"{method} {url} as Bob{' (HTMX)' if htmx else ''}: {response.status_code}")
+    assert set(checked) >= {"task-detail", "review-item", "review-decide", "approval-decide", "api-task-detail",
+                            "api-approval-decision"}
+    assert not problems, "\n".join(problems)
+    approval = Approval.objects.get(pk=world["kwargs"]["approval_id"])
+    assert approval.status == "pending" and approval.decided_by is None
+
+
+def test_lists_show_a_reviewer_of_another_queue_nothing_of_this_one(world, reviewer_legal):
+    task_id, approval_id = world["kwargs"]["task_id"], world["kwargs"]["approval_id"]
+    for user, sees in ((world["users"]["reviewer"], True), (reviewer_legal, False)):
+        page = Client()
+        page.force_login(user)
+        api = Client(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=user)}")
+        assert (f'href="/tasks/{task_id}/"' in page.get("/tasks/").content.decode()) is sees
+        assert (f'href="/reviews/approvals/{approval_id}/"' in page.get("/reviews/").content.decode()) is sees
+        assert (task_id in [t["id"] for t in api.get("/api/v1/tasks").json()["results"]]) is sees
+        assert (approval_id in [a["id"] for a in api.get("/api/v1/approvals").json()["results"]]) is sees
+        # Naming the other queue in a filter does not widen what is shown.
+        assert (approval_id in [a["id"] for a in api.get("/api/v1/approvals?queue=finance_director")
+                                .json()["results"]]) is sees
+        assert (f'href="/reviews/approvals/{approval_id}/"' in page.get("/reviews/?queue=finance_director")
+                .content.decode()) is sees
