@@ -17,6 +17,7 @@ from orchestrator.workers.route import money, to_decimal
 from .actions import _post
 from .links import absolute_url, email_link_create, link_url
 from .models import Approval, ApprovalStatus
+from .selectors import queue_deciders
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def approval_notify(*, approval_id: int) -> dict:
     queue = approval.queue
     result: dict = {"approval_id": approval_id, "emails": [], "webhooks": {}}
     if queue.notify_reviewers:
-        reviewers = [user for user in queue.reviewers.filter(is_active=True).order_by("id") if user.email]
+        reviewers = [user for user in queue_deciders(queue) if user.email]
         messages = [_reviewer_email(approval, user) for user in reviewers]
         if messages:
             get_connection().send_messages(messages)

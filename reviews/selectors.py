@@ -13,7 +13,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 
-from orchestrator.roles import ADMIN, has_role
+from orchestrator.roles import ADMIN, REVIEWER, has_role
 
 from .models import Approval, ApprovalStatus, Queue
 
@@ -29,6 +29,17 @@ def review_queues(user) -> QuerySet[Queue]:
     if has_role(user, ADMIN):
         return Queue.objects.all()
     return Queue.objects.filter(reviewers=user)
+
+
+def queue_deciders(queue: Queue):
+    """The active users listed as `queue`'s reviewers who may decide in it (services.user_can_decide):
+    with the reviewer or admin role. Someone listed without either is sent no email links."""
+    return (
+        queue.reviewers.filter(is_active=True)
+        .filter(Q(groups__name__in=(REVIEWER, ADMIN)) | Q(is_superuser=True))
+        .distinct()
+        .order_by("id")
+    )
 
 
 def _capped_count(where: str, params: list) -> RawSQL:

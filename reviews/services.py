@@ -16,6 +16,7 @@ from django.utils import timezone
 from metrics.rollups import record_approval
 from orchestrator.models import Task, TaskStatus
 from orchestrator.pipeline import send_task_now, send_wakeup
+from orchestrator.roles import ADMIN, REVIEWER, has_role
 from orchestrator.workers.extract import SCHEMAS, FieldsInvalid, OtherFields, field_label, fields_validate
 from orchestrator.workers.route import RULE_REASON, RULE_REASON_PREFIX, route_for_fields
 
@@ -106,9 +107,12 @@ def approval_opened(approval: Approval) -> None:
 
 
 def user_can_decide(user, approval: Approval) -> bool:
-    if user.is_superuser or user.groups.filter(name="admin").exists():
+    """Admins decide in every queue; reviewers in the queues they are listed in. Being listed is
+    not enough without the reviewer role: a role taken away must also stop the signed email links
+    already sent, which reach this check without the pages' and the API's role checks."""
+    if has_role(user, ADMIN):
         return True
-    return approval.queue.reviewers.filter(pk=user.pk).exists()
+    return has_role(user, REVIEWER) and approval.queue.reviewers.filter(pk=user.pk).exists()
 
 
 def approval_decide(

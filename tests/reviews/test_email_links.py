@@ -6,12 +6,13 @@ import re
 import time
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core import signing
 from django.test import Client
 
 from orchestrator.models import Task
 from reviews.links import SALT, email_link_create
-from reviews.models import Approval, AuditEvent, Queue
+from reviews.models import Approval, AuditEvent, EmailLink, Queue
 from reviews.notifications import approval_notify
 
 
@@ -104,6 +105,33 @@ def test_a_link_is_bound_to_its_reviewer_and_their_queue(reviewer_finance, pendi
 
     assert response.status_code == 403 and "no longer a reviewer of finance_director" in response.text
     assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+def test_a_link_stops_working_when_its_reviewer_loses_the_reviewer_role(emailed, reviewer_finance):
+    """Alice moved to another job: an admin took her reviewer role away but left her listed in the
+    queue. The inbox, the task page and the API refuse her; her old email link must too."""
+    approval, path = emailed
+    reviewer_finance.groups.remove(Group.objects.get(name="reviewer"))
+
+    page = Client().get(path)
+    response = Client().post(path, {"decision": "approve"})
+
+    assert page.status_code == 403 and "no longer a reviewer of finance_director" in page.text
+    assert response.status_code == 403 and "no longer a reviewer of finance_director" in response.text
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+def test_a_queue_member_without_the_reviewer_role_is_sent_no_links(reviewer_finance, operator, pending, mailoutbox):
+    """Olga (an operator) listed among the queue's reviewers by mistake cannot decide in Steward;
+    she gets no email with links that would let her."""
+    Queue.objects.get(name="finance_director").reviewers.add(operator)
+    approval = pending(notified=False)
+
+    result = approval_notify(approval_id=approval.pk)
+
+    assert result["emails"] == ["alice@example.com"]
+    assert [m.to for m in mailoutbox] == [["alice@example.com"]]
+    assert not EmailLink.objects.filter(user=operator).exists()
 
 
 def test_old_links_are_forgotten_by_the_review_sweep(emailed, settings):
