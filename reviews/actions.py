@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -32,6 +33,18 @@ def action_payload(approval: Approval) -> dict:
         "corrections": approval.corrections,
         "idempotency_key": approval.idempotency_key,
     }
+
+
+def shown_target(url: str) -> str:
+    """The webhook address as the step's output records it (task page, API): scheme and host only.
+
+    A webhook address is often the receiver's credential (a token in its path or query, a password
+    before the host), and the output is read by reviewers and integrators; the whole address stays
+    in the queue (admin) or STEWARD_WEBHOOK_URL."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    rest = "/…" if parts.path.strip("/") or parts.query else "/"
+    return f"{parts.scheme}://{host}{rest}"
 
 
 def _post(url: str, payload: dict, key: str) -> int:
@@ -88,6 +101,6 @@ def action_perform(approval: Approval) -> dict:
                 f"No webhook target: queue {approval.queue.name} sets none and STEWARD_WEBHOOK_URL is empty",
                 error_type="NoActionTarget",
             )
-        result.update(target=url, status_code=_post(url, payload, approval.idempotency_key))
+        result.update(target=shown_target(url), status_code=_post(url, payload, approval.idempotency_key))
     Approval.objects.filter(pk=approval.pk).update(action_status=ActionStatus.DONE, action_sent_at=timezone.now())
     return result

@@ -59,7 +59,7 @@ def test_webhook_reaches_the_target_with_the_idempotency_key(simulator, approved
     assert body["decided_by"] == "alice"
     assert body["idempotency_key"] == approved.idempotency_key
     assert result["status_code"] == 200
-    assert result["target"] == simulator.webhook_url
+    assert result["target"] == f"http://127.0.0.1:{simulator.port}/…"  # the host only: see below
     approved.refresh_from_db()
     assert approved.action_status == "done"
     assert approved.action_sent_at is not None
@@ -172,3 +172,28 @@ def test_nothing_is_sent_without_an_approved_action(simulator, make_task, make_a
 
     assert caught.value.error_type == "NoApproval"
     assert simulator.webhook_deliveries()["deliveries"] == 0
+
+
+def test_the_webhook_address_is_not_shown_to_reviewers(run_pipeline, approved, target, reviewer_finance, client_for):
+    """A webhook address often is the receiver's credential (a token in its path or query): whoever
+    has it can post approvals to the ERP past Steward. The act step's output, on the task page and in
+    the API, names the target's host only."""
+    from django.test import Client
+
+    from orchestrator.models import Task
+    from orchestrator.roles import api_token_create
+
+    save_changes(Queue.objects.filter(name="finance_director"),
+                 webhook_url=target.url + "/T01/B02/s3cr3tpath?token=t0ken")
+    Task.objects.filter(pk=approved.task_id).update(status="queued")
+    assert run_pipeline(approved.task).status == "completed"
+
+    page = client_for(reviewer_finance).get(f"/tasks/{approved.task_id}/").content.decode()
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=reviewer_finance)}")
+    body = api.get(f"/api/v1/tasks/{approved.task_id}").content.decode()
+
+    assert [post["path"] for post in target.posts] == ["/hook/T01/B02/s3cr3tpath?token=t0ken"]
+    host = target.url.removeprefix("http://").split("/")[0]
+    for shown in (page, body):
+        assert host in shown
+        assert "s3cr3tpath" not in shown and "t0ken" not in shown
