@@ -139,12 +139,20 @@ def _post_chat(approval: Approval, title: str, text: str, event: str) -> dict:
 
 
 def slack_payload(title: str, text: str, url: str) -> dict:
-    """Slack incoming webhook: mrkdwn text with a link."""
-    return {"text": f"*{title}*\n{text}\n<{url}|Open in Steward>"}
+    """Slack incoming webhook: mrkdwn text with a link. The text holds what documents say, and
+    Slack reads <url|label> as a link and <!channel> as a mention: &, < and > are escaped, as
+    Slack asks, so the only link is ours."""
+    return {"text": f"*{_slack_escape(title)}*\n{_slack_escape(text)}\n<{url}|Open in Steward>"}
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def teams_payload(title: str, text: str, url: str) -> dict:
-    """Teams incoming webhook (and Workflows "post to a channel"): one Adaptive Card."""
+    """Teams incoming webhook (and Workflows "post to a channel"): one Adaptive Card. The text
+    (what documents say) is a RichTextBlock's TextRun, which takes no markdown: in a TextBlock,
+    [label](url) from a vendor's invoice would be a link in the card."""
     return {
         "type": "message",
         "attachments": [{
@@ -156,7 +164,7 @@ def teams_payload(title: str, text: str, url: str) -> dict:
                 "version": "1.4",
                 "body": [
                     {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True},
-                    {"type": "TextBlock", "text": text, "wrap": True},
+                    {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text}]},
                 ],
                 "actions": [{"type": "Action.OpenUrl", "title": "Open in Steward", "url": url}],
             },

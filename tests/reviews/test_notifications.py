@@ -89,6 +89,30 @@ def test_each_reviewer_gets_their_own_links_and_the_chats_get_a_card(
     assert len(mailoutbox) == 2 and len(chat_sink.posts) == 2
 
 
+def test_document_text_in_chat_messages_cannot_make_links_or_mentions(db, make_task, make_approval, chat_sink):
+    """The action summary carries what the document says (a vendor's name). Slack reads <url|text>
+    as a link and <!channel> as a ping of everyone; Teams reads [text](url) as a link in a card's
+    TextBlock. A vendor's invoice must not put a fake "Approve" button in the finance channel."""
+    save_changes(Queue.objects.filter(name="finance_director"),
+                 teams_webhook_url=f"{chat_sink.url}/teams", slack_webhook_url=f"{chat_sink.url}/slack")
+    summary = ("Send payment approval for invoice INV-9 from <!channel> <https://evil.example/|Approve here> "
+               "[Approve now](https://evil.example/) & co, $15,400, to finance_director")
+    approval = make_approval(make_task(doc_type="Invoice"), "finance_director", action_summary=summary)
+
+    approval_notify(approval_id=approval.pk)
+
+    slack = next(p for p in chat_sink.posts if p["path"] == "/slack")["json"]["text"]
+    assert "from &lt;!channel&gt; &lt;https://evil.example/|Approve here&gt; [Approve now](https://evil.example/) " \
+           "&amp; co, $15,400" in slack
+    assert slack.count("<") == 1 and slack.endswith(f"/reviews/approvals/{approval.pk}/|Open in Steward>")
+    card = next(p for p in chat_sink.posts if p["path"] == "/teams")["json"]["attachments"][0]["content"]
+    markdown = [element["text"] for element in card["body"] if element["type"] == "TextBlock"]
+    assert not any("evil.example" in text for text in markdown)
+    runs = [run["text"] for element in card["body"] if element["type"] == "RichTextBlock"
+            for run in element["inlines"]]
+    assert summary in runs  # as plain text: a TextRun takes no markdown
+
+
 def test_a_broken_webhook_does_not_stop_the_email(db, reviewer_finance, make_task, make_approval, mailoutbox,
                                                   chat_sink):
     save_changes(Queue.objects.filter(name="finance_director"), slack_webhook_url=f"{chat_sink.url}/broken")
