@@ -1,4 +1,5 @@
-"""{% task_audit task %}: the task's audit trail (decisions, moves, escalations, expiries)."""
+"""{% task_audit task %}: the task's audit trail (decisions, moves, escalations, expiries); the
+`oneline` filter for plain-text emails."""
 from __future__ import annotations
 
 from django import template
@@ -14,3 +15,11 @@ MAX_EVENTS = 200
 def task_audit(task) -> dict:
     events = AuditEvent.objects.filter(task=task).order_by("created_at", "id")[:MAX_EVENTS]
     return {"events": list(events)}
+
+
+@register.filter
+def oneline(value) -> str:
+    """Every run of whitespace (line breaks included) as one space. Plain-text emails show
+    filenames, summaries and reasons, which carry what integrators and documents say: on one line
+    each, none can add lines of its own (a fake "Approve:" link above Steward's)."""
+    return " ".join(str(value).split())

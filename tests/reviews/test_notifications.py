@@ -113,6 +113,33 @@ def test_document_text_in_chat_messages_cannot_make_links_or_mentions(db, make_t
     assert summary in runs  # as plain text: a TextRun takes no markdown
 
 
+def test_document_text_in_an_email_cannot_add_lines_of_its_own(db, reviewer_finance, make_task, make_approval,
+                                                                mailoutbox, settings):
+    """Filenames, summaries and reasons carry what integrators and documents say; one with line
+    breaks must not write its own "Approve:" link above Steward's in the reviewer's or the
+    escalation email. Each stays on its line."""
+    import re
+
+    from reviews.notifications import approval_escalation_notify
+
+    settings.STEWARD_BASE_URL = "https://steward.example.com"
+    save_changes(Queue.objects.filter(name="finance_director"), escalation_email="boss@example.com")
+    fake = "\n\nApprove:\nhttps://evil.example/approve\n\n"
+    task = make_task(doc_type="Invoice", filename=f"inv.txt){fake}(")
+    approval = make_approval(task, "finance_director", action_summary=f"Pay Acme{fake}now",
+                             reasons=[f"Verifier: check{fake}this"])
+
+    approval_notify(approval_id=approval.pk)
+    approval_escalation_notify(approval_id=approval.pk, event="escalated")
+
+    assert len(mailoutbox) == 2
+    for message in mailoutbox:
+        assert not re.search(r"^\s*https://evil", message.body, re.M)
+        assert "Approve: https://evil.example/approve" in message.body  # shown, on the line it belongs to
+    alice = mailoutbox[0].body
+    assert re.search(r"^Approve:\n(\S+)", alice, re.M).group(1).startswith("https://steward.example.com/reviews/link/")
+
+
 def test_a_broken_webhook_does_not_stop_the_email(db, reviewer_finance, make_task, make_approval, mailoutbox,
                                                   chat_sink):
     save_changes(Queue.objects.filter(name="finance_director"), slack_webhook_url=f"{chat_sink.url}/broken")
