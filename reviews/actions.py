@@ -69,6 +69,13 @@ def _post(url: str, payload: dict, key: str) -> int:
         raise TransientError(f"Webhook unreachable: {exc}", error_type="WebhookUnreachable") from exc
 
 
+def email_subject(text: str) -> str:
+    """One line of at most 150 characters. Subjects carry action summaries, which carry what
+    documents say: a line break there would make Django refuse to send the email at all."""
+    text = " ".join(text.split())
+    return text if len(text) <= 150 else text[:149] + "…"
+
+
 def action_perform(approval: Approval) -> dict:
     """Run the approval's action unless it already ran; returns what happened."""
     if approval.action_status == ActionStatus.DONE:
@@ -86,7 +93,7 @@ def action_perform(approval: Approval) -> dict:
             raise PermanentError(f"Queue {approval.queue.name} has no address for email actions",
                                  error_type="NoActionTarget")
         message = EmailMessage(
-            subject=f"[Steward] {approval.get_status_display()}: {approval.action_summary}",
+            subject=email_subject(f"[Steward] {approval.get_status_display()}: {approval.action_summary}"),
             body=json.dumps(payload, indent=2),
             to=recipients,
             headers={"Idempotency-Key": approval.idempotency_key,

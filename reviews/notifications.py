@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from orchestrator.workers.route import money, to_decimal
 
-from .actions import _post
+from .actions import _post, email_subject
 from .links import absolute_url, email_link_create, link_url
 from .models import Approval, ApprovalStatus
 from .selectors import queue_deciders
@@ -74,7 +74,7 @@ def _reviewer_email(approval: Approval, user) -> EmailMessage:
         "amount": _amount_text(approval),
     }
     return EmailMessage(
-        subject=_subject(f"[Steward] Approval needed ({approval.queue.name}): {approval.action_summary}"),
+        subject=email_subject(f"[Steward] Approval needed ({approval.queue.name}): {approval.action_summary}"),
         body=render_to_string("reviews/email/approval_new.txt", context),
         to=[user.email],
         headers={"Auto-Submitted": "auto-generated", "X-Steward-Approval": str(approval.pk)},
@@ -87,11 +87,6 @@ def _amount_text(approval: Approval) -> str:
     if amount is None:
         return ""
     return money(amount, (approval.action_data.get("fields") or {}).get("currency") or "USD")
-
-
-def _subject(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= 150 else text[:149] + "…"
 
 
 def approval_escalation_notify(*, approval_id: int, event: str) -> dict:
@@ -113,7 +108,7 @@ def approval_escalation_notify(*, approval_id: int, event: str) -> dict:
             "approval": approval, "task": approval.task, "queue": queue, "line": line, "title": title,
             "item_url": _item_url(approval),
         })
-        EmailMessage(subject=_subject(f"[Steward] {title}: {approval.action_summary}"), body=body,
+        EmailMessage(subject=email_subject(f"[Steward] {title}: {approval.action_summary}"), body=body,
                      to=[queue.escalation_email], headers={"Auto-Submitted": "auto-generated"}).send()
         result["emails"] = [queue.escalation_email]
     result["webhooks"] = _post_chat(approval, title, f"{approval.action_summary}\n{line}", event)

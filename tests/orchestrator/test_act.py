@@ -134,6 +134,20 @@ def test_email_action_sends_one_mail_with_the_idempotency_key(make_task, make_ap
     assert approval.action_summary in sent.subject
 
 
+def test_an_email_action_about_a_summary_with_line_breaks_is_sent(make_task, make_approval, reviewer_finance):
+    """A summary carries what the document says; a line break in it (a model's field) must not stop
+    the approved action (Django refuses a subject header with a line break)."""
+    save_changes(Queue.objects.filter(name="finance_director"), action_kind="email", action_email="ap@example.com")
+    task = make_task(status="running", current_step="act")
+    make_approval(task, "finance_director", action_kind="email", status="approved", decided_by=reviewer_finance,
+                  action_summary="Pay Acme\r\nBcc: everyone@example.com\n now")
+
+    run_act(task)
+
+    assert [m.subject for m in mail.outbox] == ["[Steward] Approved: Pay Acme Bcc: everyone@example.com now"]
+    assert mail.outbox[0].recipients() == ["ap@example.com"]
+
+
 def test_email_action_goes_to_the_queue_reviewers_without_an_address(make_task, make_approval, reviewer_finance):
     task = make_task(status="running", current_step="act")
     make_approval(task, "finance_director", action_kind="email", status="approved", decided_by=reviewer_finance)
