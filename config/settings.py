@@ -153,6 +153,10 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- Security -------------------------------------------------------------------------------
+# Login throttle (orchestrator/login.py): this many wrong passwords for one user name make its
+# logins wait this long.
+STEWARD_LOGIN_MAX_FAILURES = env_int("STEWARD_LOGIN_MAX_FAILURES", 10)
+STEWARD_LOGIN_LOCKOUT_S = env_int("STEWARD_LOGIN_LOCKOUT_S", 900)
 SECURE_COOKIES = env_bool("STEWARD_SECURE_COOKIES", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES

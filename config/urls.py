@@ -4,11 +4,15 @@ from django.urls import include, path
 
 from metrics import views as metrics_views
 from orchestrator import views
+from orchestrator.login import AdminLoginForm, LoginForm
+
+admin.site.login_form = AdminLoginForm  # throttled like Steward's own login page
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True, authentication_form=LoginForm),
+         name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tasks/", views.task_list, name="task-list"),
     path("tasks/<int:task_id>/", views.task_detail, name="task-detail"),
