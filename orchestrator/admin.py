@@ -78,8 +78,18 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
+    """Listed and revoked (deleted) here, never made or changed: a token is made by
+    `manage.py create_api_token`, which shows it once (only its hash is stored, so a row added here
+    would be no token at all), and moving one to another user would hand its holder their roles."""
+
     list_display = ("prefix", "user", "created_at", "last_used_at")
-    readonly_fields = ("key_hash", "prefix", "created_at", "last_used_at")
+    readonly_fields = ("user", "key_hash", "prefix", "created_at", "last_used_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 # --- History: operators' actions, bulk retries and the sweeper's log (read-only) -------------

@@ -116,3 +116,28 @@ def test_admin_and_steward_pages_show_steward_s_icon(admin_user, client_for, cli
     assert icon in client.get("/login/").content.decode()
     served = client.get("/static/favicon.svg")
     assert served.status_code == 200 and served["Content-Type"].startswith("image/svg+xml")
+
+
+def test_api_tokens_are_made_by_create_api_token_and_only_revoked_in_admin(admin_user, operator, reviewer_finance,
+                                                                           client_for):
+    """"Add API token" in admin saved a row with no token (nothing to show, nothing that works; a
+    second one was a 500), and a token's user could be changed, handing its holder another user's
+    roles. Tokens come from `create_api_token`, shown once; admin lists them and deletes (revokes)."""
+    from django.test import Client
+
+    from orchestrator.models import ApiToken
+    from orchestrator.roles import api_token_create
+
+    raw = api_token_create(user=reviewer_finance)
+    token = ApiToken.objects.get()
+    client = client_for(admin_user)
+
+    assert client.post(reverse("admin:orchestrator_apitoken_add"), {"user": operator.pk}).status_code == 403
+    client.post(reverse("admin:orchestrator_apitoken_change", args=[token.pk]), {"user": admin_user.pk})
+    assert ApiToken.objects.get().user == reviewer_finance
+    assert ApiToken.objects.count() == 1
+    listed = client.get(reverse("admin:orchestrator_apitoken_changelist")).text
+    assert token.prefix in listed and raw not in listed
+
+    client.post(reverse("admin:orchestrator_apitoken_delete", args=[token.pk]), {"post": "yes"})
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/tasks").status_code == 401
