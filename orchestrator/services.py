@@ -12,7 +12,7 @@ from metrics.rollups import record_discard, record_retries
 
 from .errors import error_fingerprint
 from .intake import check_text
-from .models import DeadLetter, DeadLetterStatus, Source, Step, Task, TaskStatus
+from .models import BulkRetry, DeadLetter, DeadLetterStatus, Source, Step, Task, TaskStatus
 from .pipeline import send_task_on_commit, send_wakeup
 
 
@@ -351,7 +351,7 @@ PACE_REFUSED = "The pace must be a whole number of dead letters a minute, from 1
 
 
 def bulk_retry_create(*, user, dead_letter_ids, description: str, selection: dict,
-                      rate_per_minute: int | None = None) -> "BulkRetry":
+                      rate_per_minute: int | None = None) -> BulkRetry:
     """Resolve a selection (ids, a group or a filter) to items now, and start the paced retry.
 
     Only letters still open at this moment become items; a letter in an unfinished bulk retry
@@ -583,7 +583,7 @@ def _breaker_tripped(bulk, now) -> bool:
     return True
 
 
-def bulk_retry_control(*, bulk_id: int, user, action: str) -> "BulkRetry":
+def bulk_retry_control(*, bulk_id: int, user, action: str) -> BulkRetry:
     """pause | resume | cancel, each a compare-and-set on the status (a double click is a no-op
     that says so). Resume restarts the pacing clock and the circuit breaker's window."""
     from .models import BulkRetry, BulkRetryStatus as S
