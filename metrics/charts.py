@@ -137,6 +137,8 @@ def chart_filters(params, now: datetime | None = None) -> Filters:
             errors.append("Give both dates as YYYY-MM-DD.")
             key = "24h"
     if key not in RANGES and key != "custom":
+        # A hand-edited or outdated link: said, like a refused custom range, not silently replaced.
+        errors.append(f"There is no range {key[:20]!r}: choose 24h, 7d, 30d or custom dates.")
         key = "24h"
     if key == "24h":
         start = end - RANGES[key]

@@ -203,3 +203,15 @@ def test_a_csv_of_a_refused_range_is_refused_not_another_range(history, operator
     assert download["Content-Type"] == "text/plain; charset=utf-8"
     assert "attachment" not in download.get("Content-Disposition", "")
     assert download.content.decode().startswith(message)
+
+
+def test_an_unknown_range_is_said_not_silently_replaced(history, operator, client_for):
+    """range=1y (a hand-edited or outdated link) shows the last 24 hours and says so; its CSV is
+    refused with the same words."""
+    client = client_for(operator)
+    html = client.get("/charts/", {"range": "1y"}).content.decode()
+    message = "There is no range &#x27;1y&#x27;: choose 24h, 7d, 30d or custom dates."
+    assert message in html and "Showing the last 24 hours." in html
+    download = client.get("/charts/completion.csv", {"range": "1y"})
+    assert download.status_code == 400
+    assert download.content.decode().startswith("There is no range '1y'")
