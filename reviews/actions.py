@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -47,6 +47,17 @@ def shown_target(url: str) -> str:
     return f"{parts.scheme}://{host}{rest}"
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects come back as errors. urllib follows a 301, 302 or 303 answer to a POST with a GET
+    without the body: the receiver would never get the action, yet it would count as sent."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
 def _post(url: str, payload: dict, key: str) -> int:
     request = urllib.request.Request(
         url,
@@ -55,9 +66,16 @@ def _post(url: str, payload: dict, key: str) -> int:
         headers={"Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "Steward"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=settings.STEWARD_WEBHOOK_TIMEOUT_S) as response:
+        with _opener.open(request, timeout=settings.STEWARD_WEBHOOK_TIMEOUT_S) as response:
             return response.status
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            # Named as the target is (shown_target): the error is read where the address is not.
+            location = shown_target(urljoin(url, exc.headers.get("Location") or ""))
+            raise PermanentError(
+                f"Webhook answered {exc.code}, a redirect to {location}: an action is not re-sent to "
+                "another address; make that the target", error_type=f"Webhook{exc.code}",
+            ) from exc
         if exc.code == 429 or exc.code >= 500:
             retry_after = exc.headers.get("Retry-After")
             raise TransientError(

@@ -1,6 +1,9 @@
 """act: the approved action runs once, with the approval's Idempotency-Key, or fails clearly."""
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 from django.core import mail
 
@@ -104,6 +107,58 @@ def test_a_5xx_answer_is_transient_and_resent_with_the_same_key(settings, approv
     run_act(approved.task)
 
     assert [r["key"] for r in target.received] == [approved.idempotency_key] * 2
+
+
+class MovedTarget:
+    """A webhook address that moved, as one does behind an http -> https or a trailing-slash
+    redirect: a POST is answered 301 to /moved, where a GET is answered 200. Records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                target.requests.append(("POST", self.path))
+                self.send_response(301)
+                self.send_header("Location", "/moved")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):  # noqa: N802
+                target.requests.append(("GET", self.path))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+
+def test_a_redirect_is_permanent_and_never_followed(settings, approved):
+    # Following it, urllib turned the POST into a GET without the body: the receiver never got the
+    # action, and the action was recorded as done.
+    moved = MovedTarget()
+    settings.STEWARD_WEBHOOK_URL = moved.url
+    try:
+        with pytest.raises(PermanentError) as caught:
+            run_act(approved.task)
+    finally:
+        moved.server.shutdown()
+        moved.server.server_close()
+
+    assert caught.value.error_type == "Webhook301"
+    # The new address is named as the target is on pages (scheme and host): it may be a credential too.
+    assert caught.value.message == (f"Webhook answered 301, a redirect to {moved.url[:-len('/hook')]}/…: "
+                                    "an action is not re-sent to another address; make that the target")
+    assert moved.requests == [("POST", "/hook")]
+    approved.refresh_from_db()
+    assert approved.action_status != "done"
 
 
 def test_an_unreachable_target_is_transient(settings, approved, target):
