@@ -167,6 +167,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 if env_bool("STEWARD_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
+    # A load balancer probes the process itself, over plain HTTP: answer it rather than redirect.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 3600)
 
 # --- Internationalisation -------------------------------------------------------------------

@@ -129,3 +129,29 @@ def test_healthz_answers_promptly_while_the_broker_hangs(web, hung_server):
     status, body, took = get_health(base)
     assert (status, body) == (503, {"status": "error", "database": "ok", "broker": "error"})
     assert took < PROMPT_S
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def get_plain(url: str) -> tuple[int, str | None]:
+    """GET over plain HTTP without following redirects: (status code, Location)."""
+    try:
+        with urllib.request.build_opener(_NoRedirects).open(url, timeout=60) as response:
+            return response.status, response.headers.get("Location")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Location")
+
+
+def test_healthz_answers_a_direct_probe_behind_the_tls_proxy(web):
+    # A load balancer probes the process itself, over plain HTTP and without the proxy's
+    # X-Forwarded-Proto: a redirect to HTTPS would mark a healthy process as down.
+    base = web(STEWARD_BEHIND_TLS_PROXY="1")
+
+    assert get_plain(f"{base}/healthz") == (200, None)
+    status, body, _ = get_health(base)
+    assert (status, body) == (200, {"status": "ok", "database": "ok", "broker": "ok"})
+    # Everything else still goes to HTTPS.
+    assert get_plain(f"{base}/login/") == (301, f"https://{base.removeprefix('http://')}/login/")
