@@ -210,6 +210,9 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# Seconds an SMTP server may take to answer. Django waits forever by default: one server that
+# accepts and never answers would hold a worker thread for good on every notification and action.
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 30)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "steward@localhost")
 
 # --- Celery ---------------------------------------------------------------------------------

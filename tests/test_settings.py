@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,28 @@ def test_celery_settings_named_for_speed_keep_celerys_defaults(settings):
 
     for name in ("task_always_eager", "task_send_sent_event", "task_repr_maxlevels", "broker_pool_acquire_timeout"):
         assert getattr(settings, f"CELERY_{name.upper()}") == DEFAULTS[name] == app.conf[name]
+
+
+
+SEND_MAIL = ("import time, django; django.setup(); from django.conf import settings as s; "
+             "from django.core.mail import EmailMessage; print(s.EMAIL_TIMEOUT); started = time.monotonic()\n"
+             "try:\n    EmailMessage('Approval needed', 'body', 'steward@localhost', ['alice@example.com']).send()\n"
+             "except OSError as exc:\n    print(type(exc).__name__, round(time.monotonic() - started))")
+
+
+def test_an_smtp_server_that_never_answers_fails_the_send_in_email_timeout():
+    # Without a timeout, a notification or an email action waited forever on such a server,
+    # holding a worker thread for good.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(10)  # accepts connections, never says a word
+        clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "DATABASE_URL"} and not k.startswith("EMAIL_")}
+        env = dict(clean, DJANGO_SETTINGS_MODULE="config.settings", STEWARD_VAR_DIR=str(ROOT / "var"),
+                   SECRET_KEY="x" * 50, EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(hung.getsockname()[1]))
+        default = subprocess.run([sys.executable, "-c", SEND_MAIL.split("; started")[0]], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=60)
+        result = subprocess.run([sys.executable, "-c", SEND_MAIL], cwd=ROOT, env=dict(env, EMAIL_TIMEOUT="1"),
+                                capture_output=True, text=True, timeout=30)
+
+    assert default.stdout.split() == ["30"], default.stderr
+    assert result.stdout.split() == ["1.0", "SMTPServerDisconnected", "1"], result.stderr
