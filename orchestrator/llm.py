@@ -13,6 +13,7 @@ the orchestrator's, durable and visible in the timeline.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,8 @@ from django.conf import settings
 from .errors import BudgetExceeded, LoopDetected, PermanentError, TransientError
 
 SIMULATOR_FINGERPRINT = "steward-simulator"
+
+log = logging.getLogger(__name__)
 
 
 def provider() -> str:
@@ -61,6 +64,12 @@ def get_client() -> openai.OpenAI:
             elif kind == "openai":
                 client = openai.OpenAI(**common)  # reads OPENAI_API_KEY and OPENAI_BASE_URL
             else:
+                half_set = [name for name in ("OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT") if os.environ.get(name)]
+                if half_set:
+                    # Someone meant a real server; answers from the simulator would look like one's.
+                    log.warning("%s is set without its API key (%s): using the built-in simulator at %s",
+                                half_set[0], "AZURE_OPENAI_API_KEY" if half_set[0].startswith("AZURE")
+                                else "OPENAI_API_KEY", settings.STEWARD_SIMULATOR_URL)
                 client = openai.OpenAI(
                     api_key="simulator", base_url=settings.STEWARD_SIMULATOR_URL, **common
                 )

@@ -67,6 +67,20 @@ def test_simulator_is_chosen_without_any_key(monkeypatch):
     assert provider() == "simulator"
 
 
+@pytest.mark.parametrize("address, key", [("OPENAI_BASE_URL", "OPENAI_API_KEY"),
+                                           ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY")])
+def test_an_address_without_its_key_says_the_simulator_answers(monkeypatch, caplog, address, key):
+    """A server that needs no key (a local one) still needs OPENAI_API_KEY set to anything: without
+    it the simulator answers, and the worker's log says so instead of passing it off as the server."""
+    for name in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(address, "http://127.0.0.1:9/v1")
+    monkeypatch.setattr("orchestrator.llm._clients", {})
+    with caplog.at_level("WARNING", logger="orchestrator.llm"):
+        llm.get_client()
+    assert f"{address} is set without its API key ({key}): using the built-in simulator" in caplog.text
+
+
 def test_azure_client_talks_to_the_deployment_url(db, simulator, monkeypatch):
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", simulator.azure_endpoint)
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-key")
