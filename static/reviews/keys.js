@@ -9,10 +9,13 @@
   function rows() { return Array.from(document.querySelectorAll("#inbox-rows tr.inbox-row")); }
   function selected() { return document.querySelector("#inbox-rows tr.inbox-row.selected"); }
 
-  function select(row) {
+  function mark(row) {
     rows().forEach(function (r) { r.classList.remove("selected"); });
+    if (row) row.classList.add("selected");
+  }
+  function select(row) {
+    mark(row);
     if (!row) return;
-    row.classList.add("selected");
     row.scrollIntoView({ block: "nearest" });
     var link = row.querySelector("a.open");
     if (link) link.focus({ preventScroll: true });
@@ -61,6 +64,13 @@
       default: handled = false;
     }
     if (handled) event.preventDefault();
+  });
+
+  // A decided row comes back from the server without the selection, while the focus stays in it
+  // (steward.js): it is still the selected one, so j and k go on from there, not from the top.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var row = event.target;
+    if (row.matches && row.matches("tr.inbox-row") && row.contains(document.activeElement)) mark(row);
   });
 
   document.addEventListener("click", function (event) {

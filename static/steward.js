@@ -1,0 +1,50 @@
+// Every page: keep the keyboard focus through HTMX swaps.
+//
+// A swap that replaces the element holding the focus (counts refreshing themselves, a task's or a
+// bulk retry's progress every 2 s, the row whose Approve or Retry button was just pressed) drops
+// the focus to <body>: the next Tab starts again at the top of the page, and a screen reader says
+// nothing. htmx itself only restores an element that has an id. So, after such a swap, the focus
+// goes back to the same control in the new content (the same link, the same button); when that
+// control is gone (the Approve button of a decided row), to the message the answer carries, which a
+// screen reader then reads; failing that, to the new content itself.
+(function () {
+  "use strict";
+
+  var FOCUSABLE = "a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]";
+  var lost = null;
+
+  // What identifies a control across a refresh: a link by where it goes (its text may be a count
+  // that changed), anything else by its name and its words.
+  function key(el) {
+    if (el.tagName === "A") return "A " + el.getAttribute("href");
+    return [el.tagName, el.getAttribute("name") || "", el.getAttribute("type") || "",
+            el.tagName === "BUTTON" || el.tagName === "SUMMARY" ? el.textContent.trim() : ""].join(" ");
+  }
+  function same(scope, wanted) {
+    return Array.prototype.filter.call(scope.querySelectorAll(FOCUSABLE), function (el) {
+      return key(el) === wanted;
+    });
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var active = document.activeElement;
+    var target = event.detail.target;
+    lost = null;
+    if (!active || active === document.body || !target || !target.contains(active)) return;
+    var wanted = active === target ? null : key(active);
+    lost = { scope: target.id, key: wanted, nth: wanted ? same(target, wanted).indexOf(active) : 0 };
+  });
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (!lost) return;
+    var was = lost;
+    lost = null;
+    if (document.activeElement && document.activeElement !== document.body) return;  // htmx kept it (by id)
+    var scope = (was.scope && document.getElementById(was.scope)) || event.target;
+    if (!scope || !scope.querySelectorAll) return;
+    var matches = was.key ? same(scope, was.key) : [scope];
+    var next = matches[Math.max(0, Math.min(was.nth, matches.length - 1))] || scope.querySelector(".msg") || scope;
+    if (!next.matches(FOCUSABLE)) next.setAttribute("tabindex", "-1");
+    next.focus({ preventScroll: true });
+  });
+})();
