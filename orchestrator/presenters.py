@@ -74,17 +74,20 @@ def display_value(value: Any, name: str = "") -> str:
     return str(value)
 
 
-def editable_fields(fields: dict, typed=None) -> list[dict]:
+def editable_fields(fields: dict, typed=None, errors: dict[str, str] | None = None) -> list[dict]:
     """The fields a reviewer may correct before approving (not lists or objects), pre-filled with
     what a refused form had typed (`typed`, its POST data) or else the stored value; a long or
-    multi-line value (an email's summary) gets a text area."""
-    typed = typed or {}
+    multi-line value (an email's summary) gets a text area. `errors`: a refused decision's problems
+    by input name (DecisionError.inputs); the first field at fault gets the focus."""
+    typed, errors = typed or {}, errors or {}
     rows = []
     for name, stored in fields.items():
         if isinstance(stored, (list, dict)):
             continue
         value = typed.get(f"field__{name}", display_value(stored, name))
-        rows.append({"name": name, "value": value, "long": len(value) > 60 or "\n" in value})
+        error = errors.get(f"field__{name}", "")
+        rows.append({"name": name, "value": value, "long": len(value) > 60 or "\n" in value, "error": error,
+                     "focus": bool(error) and not any(row["error"] for row in rows)})
     return rows
 
 
@@ -164,7 +167,7 @@ def corrections_from_form(post, original: dict) -> dict:
     Money fields (and fields that held a number) are parsed as numbers.
     """
     corrections: dict[str, Any] = {}
-    problems = []
+    problems, inputs = [], {}
     for key, raw in post.items():
         if not key.startswith("field__"):
             continue
@@ -186,10 +189,11 @@ def corrections_from_form(post, original: dict) -> dict:
                 number = math.nan
             if not math.isfinite(number):
                 problems.append(f"{field_label(name)} must be a number, not \"{raw}\"")
+                inputs[key] = problems[-1]
                 continue
             corrections[name] = number
         else:
             corrections[name] = raw or None
     if problems:
-        raise DecisionError("; ".join(problems))
+        raise DecisionError("; ".join(problems), inputs)
     return corrections

@@ -117,9 +117,11 @@ def task_for(request: HttpRequest, task_id: int) -> Task:
     return get_object_or_404(visible_tasks(request.user).select_related("duplicate_of"), pk=task_id)
 
 
-def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | None = None, typed=None) -> dict:
-    """`typed`: a refused decision's form data, so the corrections and comment are shown again."""
-    typed = typed or {}
+def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | None = None, typed=None,
+                 errors: dict[str, str] | None = None) -> dict:
+    """`typed`: a refused decision's form data, so the corrections and comment are shown again;
+    `errors`: why, by input (DecisionError.inputs), shown next to each input at fault."""
+    typed, errors = typed or {}, errors or {}
     steps = list(task.steps.all())
     for step in steps:
         step.input_json = pretty(step.input)
@@ -142,7 +144,8 @@ def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | Non
         "task": task,
         "steps": steps,
         "field_rows": field_rows(task.fields or {}),
-        "editable_fields": editable_fields(task.fields or {}, typed),
+        "editable_fields": editable_fields(task.fields or {}, typed, errors),
+        "errors": errors,
         "typed_comment": {typed.get("decision", ""): typed.get("comment", "")},
         "approvals": approvals,
         "rejection_reasons": RejectionReason.objects.filter(active=True) if can_decide else [],
@@ -208,7 +211,7 @@ def approval_decide_view(request: HttpRequest, approval_id: int) -> HttpResponse
     if not user_can_decide(request.user, approval):
         raise Http404("No such approval")
     decision = request.POST.get("decision", "")
-    status = 200
+    status, errors = 200, {}
     try:
         fields = corrections_from_form(request.POST, approval.task.fields or {}) if decision == "approve" else None
         decided = approval_decide(
@@ -219,21 +222,22 @@ def approval_decide_view(request: HttpRequest, approval_id: int) -> HttpResponse
     except AlreadyDecided as exc:
         status, level, text = 409, "warning", str(exc)
     except DecisionError as exc:
-        status, level, text = 400, "error", str(exc)
+        status, level, text, errors = 400, "error", str(exc), exc.inputs
     else:
         level, text = "success", decision_message(decided)
     typed = request.POST if status == 400 else None
     if request.htmx:
         task = task_for(request, approval.task_id)
         response = render_page(request, "orchestrator/task_detail.html#task-live",
-                               task_context(request, task, notice=(level, text), typed=typed), status=status)
+                               task_context(request, task, notice=(level, text), typed=typed, errors=errors),
+                               status=status)
         if status == 200:
             trigger_client_event(response, "approval-decided", {"id": approval.pk})
         return response
     if typed is not None:  # refused: the page again, with what was typed and why it was refused
         return render_page(request, "orchestrator/task_detail.html",
                            task_context(request, task_for(request, approval.task_id), notice=(level, text),
-                                        typed=typed), status=400)
+                                        typed=typed, errors=errors), status=400)
     messages.add_message(request, {"success": messages.SUCCESS, "warning": messages.WARNING}.get(
         level, messages.ERROR), text)
     return redirect(approval.task)

@@ -44,7 +44,13 @@ class AlreadyDecided(Exception):
 
 
 class DecisionError(ValueError):
-    """The decision itself is not acceptable (no reason, unknown field...)."""
+    """The decision itself is not acceptable (no reason, unknown field...). `inputs`: each problem
+    by the name of the form input at fault ("reason", "field__amount"), for the pages to show it
+    there."""
+
+    def __init__(self, message: str, inputs: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.inputs = inputs or {}
 
 
 def _deadlines(queue: Queue, now) -> dict:
@@ -142,12 +148,13 @@ def approval_decide(
     rejection_reason = None
     if decision == "reject":
         if not reason:
-            raise DecisionError("A rejection needs a reason")
+            raise DecisionError("A rejection needs a reason", {"reason": "A rejection needs a reason"})
         rejection_reason = RejectionReason.objects.filter(active=True).filter(code=reason).first() or \
             RejectionReason.objects.filter(active=True, label__iexact=reason).first()
         if rejection_reason is None:
             codes = ", ".join(RejectionReason.objects.filter(active=True).values_list("code", flat=True))
-            raise DecisionError(f"Unknown rejection reason \"{reason}\"; use one of: {codes}")
+            message = f"Unknown rejection reason \"{reason}\"; use one of: {codes}"
+            raise DecisionError(message, {"reason": message})
     corrections = {}
     task = approval.task
     if decision == "approve" and fields:
@@ -211,16 +218,19 @@ def _corrections(task: Task, fields: dict) -> dict:
     unknown = [name for name in fields if name not in known]
     if unknown:
         raise DecisionError(f"{doc_type} has no field {', '.join(map(repr, unknown))}; its fields are {', '.join(known)}")
-    problems = []
+    problems, inputs = [], {}
     for name, value in fields.items():
         if name.endswith("date") and value not in (None, "") and value != original.get(name) and not _is_date(value):
             problems.append(f"{field_label(name)} must be a date written as YYYY-MM-DD, not \"{value}\"")
+            inputs[f"field__{name}"] = problems[-1]
     try:
         checked = fields_validate(doc_type, {**original, **fields})
     except FieldsInvalid as exc:
         problems.append(str(exc))
+        for name, text in exc.by_field.items():
+            inputs.setdefault(f"field__{name}", text)
     if problems:
-        raise DecisionError("; ".join(problems))
+        raise DecisionError("; ".join(problems), inputs)
     return {name: {"from": original.get(name), "to": checked[name]}
             for name in fields if checked[name] != original.get(name)}
 

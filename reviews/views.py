@@ -96,10 +96,11 @@ def _neighbours(user, approval: Approval) -> tuple[Approval | None, Approval | N
 
 
 def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, str] | None = None,
-                  typed=None) -> dict:
-    """`typed`: the refused form's data, so the reviewer's corrections and comment are shown again."""
+                  typed=None, errors: dict[str, str] | None = None) -> dict:
+    """`typed`: the refused form's data, so the reviewer's corrections and comment are shown again;
+    `errors`: why, by input (DecisionError.inputs), shown next to each input at fault."""
     task = approval.task
-    typed = typed or {}
+    typed, errors = typed or {}, errors or {}
     previous, following = _neighbours(request.user, approval)
     pending = approval.status == ApprovalStatus.PENDING
     return {
@@ -108,7 +109,8 @@ def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, s
         "successor": Approval.objects.select_related("queue").filter(replaces=approval).first()
         if approval.status == ApprovalStatus.SUPERSEDED else None,
         "field_rows": field_rows(task.fields or {}),
-        "editable_fields": editable_fields(task.fields or {}, typed) if pending else [],
+        "editable_fields": editable_fields(task.fields or {}, typed, errors) if pending else [],
+        "errors": errors,
         # The comment typed in the refused form, by decision: {"approve": "..."} or {"reject": "..."}.
         "typed_comment": {typed.get("decision", ""): typed.get("comment", "")},
         "rejection_reasons": RejectionReason.objects.filter(active=True) if pending else [],
@@ -143,7 +145,7 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     """
     approval = approval_for_reviewer(request.user, approval_id)
     decision = request.POST.get("decision", "")
-    status = 200
+    status, errors = 200, {}
     try:
         fields = corrections_from_form(request.POST, approval.task.fields or {}) if decision == "approve" else None
         approval = approval_decide(
@@ -156,7 +158,7 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
         status, level, text = 409, "warning", str(exc)
         approval = approval_for_reviewer(request.user, approval_id)
     except DecisionError as exc:
-        status, level, text = 400, "error", str(exc)
+        status, level, text, errors = 400, "error", str(exc), exc.inputs
     if request.htmx:
         if request.POST.get("row"):
             _annotate_rows([approval], timezone.now())
@@ -165,13 +167,15 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
         else:
             typed = request.POST if status == 400 else None
             response = render_page(request, "reviews/item.html#review-item",
-                                   _item_context(request, approval, notice=(level, text), typed=typed), status=status)
+                                   _item_context(request, approval, notice=(level, text), typed=typed, errors=errors),
+                                   status=status)
         if status == 200:
             trigger_client_event(response, "approval-decided", {"id": approval.pk, "status": approval.status})
         return response
     if status == 400:  # refused: the page again, with what the reviewer typed and why it was refused
         return render_page(request, "reviews/item.html",
-                           _item_context(request, approval, notice=(level, text), typed=request.POST), status=400)
+                           _item_context(request, approval, notice=(level, text), typed=request.POST, errors=errors),
+                           status=400)
     messages.add_message(request, {"success": messages.SUCCESS, "warning": messages.WARNING}.get(
         level, messages.ERROR), text)
     if status != 200:
@@ -222,7 +226,7 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         return _link_page(request, {**context, "error": str(exc)}, status=409)
     except DecisionError as exc:
         # Nothing was decided and the link is still unused: ask again.
-        return _link_page(request, {**context, "form_error": str(exc)}, status=400)
+        return _link_page(request, {**context, "form_error": str(exc), "errors": exc.inputs}, status=400)
     return _link_page(request, {**context, "done": decision_message(decided), "decided": decided})
 
 

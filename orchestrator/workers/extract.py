@@ -77,7 +77,12 @@ SCHEMAS: dict[str, type[_Fields]] = {
 
 class FieldsInvalid(ValueError):
     """Fields a person gave (a reviewer's correction, an operator's edit) that do not fit the
-    document type's schema; the message names every problem, in words."""
+    document type's schema; the message names every problem, in words. `by_field`: the same
+    problems by top-level field name, so a form can show each one next to its input."""
+
+    def __init__(self, message: str, by_field: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.by_field = by_field or {}
 
 
 def fields_validate(doc_type: str, fields: dict) -> dict:
@@ -87,7 +92,11 @@ def fields_validate(doc_type: str, fields: dict) -> dict:
     try:
         return schema.model_validate(fields).model_dump(mode="json")
     except ValidationError as exc:
-        raise FieldsInvalid("; ".join(_in_words(error) for error in exc.errors())) from exc
+        problems = [(str(error["loc"][0]) if error["loc"] else "", _in_words(error)) for error in exc.errors()]
+        by_field: dict[str, str] = {}
+        for name, text in problems:
+            by_field[name] = f"{by_field[name]}; {text}" if name in by_field else text
+        raise FieldsInvalid("; ".join(text for _, text in problems), by_field) from exc
 
 
 def field_label(name: str) -> str:

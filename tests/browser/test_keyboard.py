@@ -153,3 +153,22 @@ def test_retrying_a_dead_letter_from_its_row_keeps_olgas_place(plain_http, live_
     now = focused(page)
     assert now["row"] == f"dead-letter-{letter.pk}" and "sent back" in now["text"].lower(), now
     page.close()
+
+
+def test_a_refused_correction_puts_alice_on_the_field_at_fault(plain_http, live_server, reviewer_finance,
+                                                               make_task, make_approval, browser):
+    approval, = northwind_approvals(make_task, make_approval, count=1)
+    page = log_in(browser, live_server, "alice")
+    page.goto(f"{live_server.url}/reviews/approvals/{approval.pk}/")
+    page.fill("#field-amount", "-5")
+    page.keyboard.press("a")  # from the field: typed into it, not a shortcut
+    assert page.input_value("#field-amount") == "-5a"
+    page.fill("#field-amount", "-5")
+    page.locator("#approve-button").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#review-item .msg.error")
+    now = focused(page)
+    assert now["id"] == "field-amount", now
+    assert page.evaluate("document.activeElement.getAttribute('aria-invalid')") == "true"
+    page.screenshot(path=ARTIFACTS / "keyboard-refused-correction.png")
+    page.close()
