@@ -1,6 +1,8 @@
-"""Logging in: a password cannot be guessed at the speed of the network."""
+"""Logging in: a wrong password is said where the person is, and a password cannot be guessed at
+the speed of the network."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -45,3 +47,23 @@ def test_a_user_name_that_does_not_exist_is_counted_the_same(db):
         log_in("/login/", "nobody", "guess")
     response, _ = log_in("/login/", "NOBODY", "guess")
     assert "Too many failed logins for this user name" in response.text
+
+
+def test_a_wrong_password_is_tied_to_the_fields_and_announced(reviewer_finance):
+    page = Client().post("/login/", {"username": "alice", "password": "not her password"})
+
+    assert page.status_code == 200
+    error = re.search(r'<p[^>]*id="login-error"[^>]*>(.*?)</p>', page.text, re.S)
+    assert error and "Please enter a correct username and password" in error.group(1)
+    assert 'role="alert"' in error.group(0)
+    for field in ("id_username", "id_password"):
+        tag = re.search(rf'<input[^>]*id="{field}"[^>]*>', page.text).group(0)
+        assert 'aria-invalid="true"' in tag and 'aria-describedby="login-error"' in tag, tag
+    # What Alice typed stays, and the focus is where she corrects it.
+    assert re.search(r'<input[^>]*id="id_username"[^>]*autofocus[^>]*value="alice"', page.text)
+
+
+def test_the_first_visit_has_no_error_marks(db):
+    page = Client().get("/login/")
+
+    assert "aria-invalid" not in page.text and "login-error" not in page.text
