@@ -18,6 +18,9 @@ from django.utils.safestring import SafeString, mark_safe
 WIDTH = 480
 BARS_WIDTH = 360
 COLORS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#dc2626")
+# The same colours for text on the white card: at least 4.5:1 (amber and green, 3.2 and 3.8:1 as
+# lines, which need only 3:1, are darkened).
+TEXT_COLORS = ("#2563eb", "#b45309", "#047857", "#7c3aed", "#dc2626")
 DASHES = ("", "6 4", "2 3", "8 3 2 3", "1 2")
 SMALL_MAX = 19  # the largest font size charts.css gives `text.small`, in viewBox units (narrowest phones)
 ROW = 24  # the height of a line of small text at SMALL_MAX
@@ -99,13 +102,13 @@ def columns(chart_id: str, title: str, labels: list[str], values: list[float], *
             body.append(_x_label(x + slot / 2, bottom, label))
     for n, (position, text) in enumerate(markers):
         x = left + position * slot
-        color = COLORS[4 if n == 0 else 1]
+        shade = 4 if n == 0 else 1
         # The label goes right of its line, or left of it where it would run off the chart.
         at_end = x + 4 + _width(text) > WIDTH
-        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{ROW * (n + 0.5):.1f}" y2="{bottom}" stroke="{color}" '
-                    f'stroke-width="2" stroke-dasharray="{DASHES[n + 1]}"/>'
+        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{ROW * (n + 0.5):.1f}" y2="{bottom}" '
+                    f'stroke="{COLORS[shade]}" stroke-width="2" stroke-dasharray="{DASHES[n + 1]}"/>'
                     f'<text x="{x - 4 if at_end else x + 4:.1f}" y="{ROW * (n + 0.5):.1f}" dy="0.35em" class="small" '
-                    f'fill="{color}" text-anchor="{"end" if at_end else "start"}">{escape(text)}</text>')
+                    f'fill="{TEXT_COLORS[shade]}" text-anchor="{"end" if at_end else "start"}">{escape(text)}</text>')
     if x_title:
         body.append(f'<text x="{left + plot_w / 2}" y="{bottom + ROW * 1.5 + 4:.1f}" dy="0.35em" text-anchor="middle" '
                     f'class="small">{escape(x_title)}</text>')
