@@ -55,7 +55,7 @@ def _short(text: str, limit: int = 22) -> str:
 
 def empty(chart_id: str, title: str) -> SafeString:
     return _svg(chart_id, title, "No data in this range", 60, [
-        f'<text x="{WIDTH / 2}" y="35" text-anchor="middle" class="muted">No data in this range</text>'])
+        f'<text x="{WIDTH / 2}" y="35" text-anchor="middle" class="muted note">No data in this range</text>'])
 
 
 def bars(chart_id: str, title: str, labels: list[str], values: list[float], fmt=str) -> SafeString:

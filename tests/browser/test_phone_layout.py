@@ -170,3 +170,17 @@ def test_olga_reads_the_charts_on_a_phone(plain_http, live_server, operator, bro
             assert page.evaluate(OVERLAPS, f"#chart-{slug} svg text") == [], slug
     page.locator("#chart-completion").screenshot(path=ARTIFACTS / "phone-chart-completion.png")
     page.close()
+
+
+def test_an_empty_chart_says_so_legibly_on_a_phone(plain_http, live_server, operator, browser):
+    """No data in the range: each chart says so in words big enough to read, down to a 320px screen."""
+    page = log_in(browser, live_server, "olga")
+    for width in (PHONE["width"], 320):
+        page.set_viewport_size({"width": width, "height": 844})
+        page.goto(f"{live_server.url}/charts/")
+        assert_fits(page)
+        assert page.locator("svg.chart-svg text", has_text="No data in this range").count() == 10
+        sizes = page.evaluate(TEXT_SIZES, "svg.chart-svg text")
+        assert min(sizes) >= LEGIBLE_PX, f"{width}px: 'No data in this range' drawn at {min(sizes):.1f}px"
+    page.locator("#chart-completion").screenshot(path=ARTIFACTS / "phone-chart-empty.png")
+    page.close()
