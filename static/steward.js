@@ -47,4 +47,27 @@
     if (!next.matches(FOCUSABLE)) next.setAttribute("tabindex", "-1");
     next.focus({ preventScroll: true });
   });
+
+  // What a page changes by itself (a task's status, the inbox's pending count, a bulk retry
+  // pausing) is said through the one live region that stays on the page (#announcer, base.html):
+  // HTMX swaps in whole regions, and a live region that arrives with its text is not read out.
+  // An element marked data-announce="<label>" is watched: when a swap changes its text, the
+  // announcer says "<label>: <text>".
+  var said = {};
+  function watch(root, speak) {
+    if (!root.querySelectorAll) return;
+    var marked = Array.prototype.slice.call(root.querySelectorAll("[data-announce]"));
+    if (root.matches("[data-announce]")) marked.unshift(root);
+    var news = [];
+    marked.forEach(function (el) {
+      var label = el.getAttribute("data-announce");
+      var text = el.textContent.replace(/\s+/g, " ").trim();
+      if (speak && said[label] !== text) news.push(label + ": " + text);
+      said[label] = text;
+    });
+    var box = document.getElementById("announcer");
+    if (box && news.length) box.textContent = news.join(". ");
+  }
+  document.addEventListener("DOMContentLoaded", function () { watch(document.body, false); });
+  document.addEventListener("htmx:afterSettle", function (event) { watch(event.target, true); });
 })();

@@ -94,6 +94,8 @@ def test_an_exact_duplicate_is_submitted_and_flagged(operator, client_for):
 def test_htmx_upload_returns_only_the_results(operator, client_for):
     response = upload(client_for(operator), SimpleUploadedFile("acme.txt", INVOICE), HTTP_HX_REQUEST="true")
     assert response.status_code == 200
-    assert response.text.lstrip().startswith('<section id="upload-results"')
+    # What goes inside the page's results region (a live region that stays: see test_announcements).
+    assert response.text.lstrip().startswith('<div class="card">')
+    assert 'id="upload-results"' not in response.text
     assert "<html" not in response.text and 'type="file"' not in response.text
     assert "submitted as" in response.text
