@@ -38,12 +38,15 @@
 
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    // While the help is open (a modal dialog) the page behind it stays put: only "?" (and the
+    // dialog's own Escape) act.
+    var help = document.getElementById("keys-help");
+    if (help && help.open && event.key !== "?") return;
     var inbox = !!document.getElementById("inbox-rows");
     var row = selected();
     var handled = true;
     switch (event.key) {
       case "?":
-        var help = document.getElementById("keys-help");
         if (help) { if (help.open) help.close(); else help.showModal(); }
         break;
       case "j": if (inbox) move(1); else follow("next-item"); break;

@@ -172,3 +172,31 @@ def test_a_refused_correction_puts_alice_on_the_field_at_fault(plain_http, live_
     assert page.evaluate("document.activeElement.getAttribute('aria-invalid')") == "true"
     page.screenshot(path=ARTIFACTS / "keyboard-refused-correction.png")
     page.close()
+
+
+def test_the_keys_help_holds_the_keys_until_escape_closes_it(plain_http, live_server, reviewer_finance, make_task,
+                                                            make_approval, browser):
+    """While the help is open, the page behind it does not move: o, j, a act on nothing. Escape
+    closes it and puts Alice back where she was."""
+    first, second = northwind_approvals(make_task, make_approval, count=2)
+    page = log_in(browser, live_server, "alice")
+    page.keyboard.press("j")
+    page.keyboard.press("?")
+    assert page.evaluate("document.getElementById('keys-help').open")
+    for key in ("j", "a", "o"):
+        page.keyboard.press(key)
+    assert page.url == f"{live_server.url}/reviews/"
+    assert page.evaluate("document.getElementById('keys-help').open")
+    assert page.locator("tr.inbox-row.selected").get_attribute("id") == f"approval-{first.pk}"
+
+    page.keyboard.press("Escape")
+    assert not page.evaluate("document.getElementById('keys-help').open")
+    assert focused(page)["row"] == f"approval-{first.pk}"
+
+    page.goto(f"{live_server.url}/reviews/approvals/{first.pk}/")
+    page.keyboard.press("?")
+    page.keyboard.press("j")  # would go to the next approval
+    assert page.url == f"{live_server.url}/reviews/approvals/{first.pk}/"
+    page.keyboard.press("?")  # ? closes it too
+    assert not page.evaluate("document.getElementById('keys-help').open")
+    page.close()
