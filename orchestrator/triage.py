@@ -126,7 +126,17 @@ def _recent_bulk_retries() -> list[BulkRetry]:
 @role_required(OPERATOR, ADMIN)
 @require_GET
 def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
-    letter = get_object_or_404(DeadLetter.objects.select_related("task", "step", "resolved_by"), pk=dead_letter_id)
+    letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
+    return _detail_page(request, letter)
+
+
+def _detail_page(request: HttpRequest, letter: DeadLetter, *, refused: dict[str, str] | None = None,
+                 typed=None) -> HttpResponse:
+    """The dead letter's page. `refused`: why an edit or a discard was refused, by the name of the
+    input at fault ("fields", "doc_type", "reason"), shown next to it (answered with 400); `typed`:
+    that form's data, shown again rather than the original fields."""
+    letter = DeadLetter.objects.select_related("task", "step", "resolved_by").get(pk=letter.pk)
+    refused, typed = refused or {}, typed or {}
     task = letter.task
     steps = list(task.steps.all())
     failing = letter.step
@@ -145,7 +155,9 @@ def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpRespons
         "evidence_json": pretty(letter.evidence) if letter.evidence else "",
         "edit_step": edit_step,
         "can_edit": edit_step in EDITABLE_AT,
-        "edit_fields_json": pretty(_fields_to_edit(task, steps)),
+        "edit_fields_json": typed["fields"] if "fields" in typed else pretty(_fields_to_edit(task, steps)),
+        "typed_doc_type": typed.get("doc_type", ""),
+        "refused": refused,
         "doc_type_choices": DocType.values,
         "edit_rows": [
             {"name": name, "from": pretty(change.get("from")), "to": pretty(change.get("to"))}
@@ -154,7 +166,7 @@ def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpRespons
         "other_letters": list(task.dead_letters.exclude(pk=letter.pk).select_related("resolved_by")),
         "audit": [(a, a.action.replace("_", " ")) for a in letter.actions.select_related("user")],
     }
-    return render_page(request, "orchestrator/triage/detail.html", context)
+    return render_page(request, "orchestrator/triage/detail.html", context, status=400 if refused else 200)
 
 
 def _fields_to_edit(task: Task, steps: list) -> dict:
@@ -215,7 +227,12 @@ def dead_letter_edit_retry_view(request: HttpRequest, dead_letter_id: int) -> Ht
         _say(request, "success", f"Task {letter.task_id} edited and sent back to its "
                                  f"{letter.task.current_step or 'next'} step.")
     except NotAllowed as exc:
-        _say(request, "warning", str(exc))
+        letter = DeadLetter.objects.select_related("task").get(pk=letter.pk)
+        if letter.status == DeadLetterStatus.OPEN and letter.task.current_step in EDITABLE_AT:
+            # What was typed is at fault: the form again, as typed, with the problem at its input.
+            field = "doc_type" if letter.task.current_step == "classify" else "fields"
+            return _detail_page(request, letter, refused={field: str(exc)}, typed=request.POST)
+        _say(request, "warning", str(exc))  # already retried, or past what an edit may change
     return _back(request, letter.pk)
 
 
@@ -227,6 +244,9 @@ def dead_letter_discard_view(request: HttpRequest, dead_letter_id: int) -> HttpR
         dead_letter_discard(dead_letter_id=letter.pk, user=request.user, reason=request.POST.get("reason", ""))
         _say(request, "success", f"Task {letter.task_id} discarded.")
     except NotAllowed as exc:
+        letter.refresh_from_db()
+        if letter.status == DeadLetterStatus.OPEN:  # still open: the reason was missing
+            return _detail_page(request, letter, refused={"reason": str(exc)}, typed=request.POST)
         _say(request, "warning", str(exc))
     return _back(request, letter.pk)
 
