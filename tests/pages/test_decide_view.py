@@ -155,3 +155,21 @@ def test_the_task_page_asks_for_a_comment_with_an_approval(reviewer_finance, cli
     page = client_for(reviewer_finance).get(f"/tasks/{approval.task_id}/").text
     approve_form = page.split('name="decision" value="approve"')[1].split("</form>")[0]
     assert f'<textarea name="comment" id="approve-comment-{approval.pk}"' in approve_form
+
+
+def test_a_form_that_expired_says_so_and_decides_nothing(reviewer_finance, make_task, make_approval):
+    """Alice's page was opened before she signed in again in another tab: its CSRF token is stale.
+    She is told what to do, in Steward's page, and nothing is decided."""
+    from django.test import Client
+
+    approval = pending(make_task, make_approval)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reviewer_finance)
+    response = client.post(f"/approvals/{approval.pk}/decide", {"decision": "approve",
+                                                                 "csrfmiddlewaretoken": "stale" * 8})
+
+    assert response.status_code == 403
+    assert "This form has expired" in response.text and "reload the page and try again" in response.text
+    assert "alice" in response.text  # Steward's page, signed in, with its menu
+    approval.refresh_from_db()
+    assert approval.status == "pending"
