@@ -107,6 +107,8 @@ def test_a_server_error_on_a_page_keeps_the_html_500(client_for, operator, monke
 
     assert response.status_code == 500
     assert response["Content-Type"].startswith("text/html")
+    # Steward's own page, not Django's bare "Server Error (500)".
+    assert "Something went wrong" in response.text and "steward.css" in response.text
 
 
 @pytest.mark.parametrize("content_type, body", [
