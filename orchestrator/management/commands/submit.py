@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from kombu.utils.url import maybe_sanitize_url
 
 from orchestrator.intake import IntakeError, document_text
 from orchestrator.models import DeadLetterStatus, Source, Task, TaskStatus
@@ -73,8 +74,20 @@ class Command(BaseCommand):
             if pending:
                 time.sleep(0.5)
         if pending:
-            raise CommandError(f"Timed out; still running: {', '.join(map(str, sorted(pending)))}")
+            raise CommandError(self._unfinished(pending, timeout))
         return sorted(failed)
+
+    @staticmethod
+    def _unfinished(pending: set[int], timeout: float) -> str:
+        """What each task left at the timeout is doing; tasks never taken out of the queue most
+        often mean that no worker reads this broker (a command run without the workers' settings)."""
+        statuses = dict(Task.objects.filter(pk__in=pending).values_list("pk", "status"))
+        listed = ", ".join(f"{pk} ({statuses.get(pk, 'gone')})" for pk in sorted(pending))
+        message = f"Timed out after {timeout:g} s; not finished: {listed}"
+        if any(status == TaskStatus.QUEUED for status in statuses.values()):
+            message += (f". Queued tasks wait for a Celery worker reading {maybe_sanitize_url(settings.CELERY_BROKER_URL)}: is one running "
+                        "there, with this DATABASE_URL?")
+        return message
 
     @staticmethod
     def _outcome(task: Task) -> str:
