@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from django.db import connections
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 900}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -46,3 +48,16 @@ def plain_http(settings):
     """The live server speaks plain HTTP: cookies must not be Secure-only there."""
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
+
+
+def log_in(browser, live_server, username: str, viewport: dict = DESKTOP):
+    """A new page (15 s timeouts) signed in as one of tests/conftest.py's actors (password
+    pw-<username>), on the page Steward lands them on."""
+    page = browser.new_page(viewport=viewport)
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/(tasks|reviews)/$"))
+    return page

@@ -14,7 +14,8 @@ import pytest
 from orchestrator.models import BulkRetry, Task
 from orchestrator.services import bulk_retry_create, dead_letter_create
 
-from .test_keyboard import log_in, northwind_approvals
+from .conftest import log_in
+from .test_keyboard import northwind_approvals
 
 pytestmark = pytest.mark.browser
 

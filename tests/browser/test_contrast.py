@@ -3,7 +3,6 @@ contrast ratio of at least 4.5:1 with what is behind it (3:1 for large text: 24p
 computed from the browser's computed styles (WCAG 2.x relative luminance)."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from django.utils import timezone
 from orchestrator.models import Step
 from orchestrator.services import bulk_retry_create, dead_letter_create
 
+from .conftest import log_in
 from .test_charts import seed_history
 
 pytestmark = pytest.mark.browser
@@ -50,17 +50,6 @@ LOW_CONTRAST = r"""() => {
   }
   return found;
 }"""
-
-
-def log_in(browser, live_server, username: str):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/(tasks|reviews)/$"))
-    return page
 
 
 def low_contrast(page, path: str) -> list[str]:

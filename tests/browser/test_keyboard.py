@@ -6,15 +6,12 @@ Screenshots go to test-artifacts/keyboard-*.png.
 """
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, log_in
 
 pytestmark = pytest.mark.browser
 
-DESKTOP = {"width": 1280, "height": 900}
 
 # What has the focus: enough to say where a keyboard user is.
 FOCUSED = """() => {
@@ -25,18 +22,6 @@ FOCUSED = """() => {
           row: (e.closest("tr") || {}).id || "", in_main: !!e.closest("main"),
           on_screen: r.width > 1 && r.height > 1 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight};
 }"""
-
-
-def log_in(browser, live_server, username: str | None, viewport=DESKTOP):
-    page = browser.new_page(viewport=viewport)
-    page.set_default_timeout(15_000)
-    if username:
-        page.goto(f"{live_server.url}/login/")
-        page.fill("#id_username", username)
-        page.fill("#id_password", f"pw-{username}")
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r"/(tasks|reviews)/$"))
-    return page
 
 
 def focused(page) -> dict:

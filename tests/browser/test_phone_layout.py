@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/phone-*.png.
 """
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -15,7 +14,7 @@ from django.utils import timezone
 from orchestrator.models import Step, Task
 from orchestrator.services import bulk_retry_advance, bulk_retry_create, dead_letter_create
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, log_in
 from .test_charts import seed_history
 
 pytestmark = pytest.mark.browser
@@ -36,17 +35,6 @@ OVERLAPS = """sel => {
   }));
   return hits;
 }"""
-
-
-def log_in(browser, live_server, username: str):
-    page = browser.new_page(viewport=PHONE)
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/(tasks|reviews)/$"))
-    return page
 
 
 def assert_fits(page) -> None:
@@ -71,7 +59,7 @@ def test_alice_decides_from_her_inbox_on_a_phone(plain_http, live_server, review
                       action_data={"amount": amount, "fields": {"counterparty": "Northwind Traders Ltd"}},
                       reasons=[f"Amount {amount:,.2f} is above the queue's threshold", "New counterparty"])
 
-    page = log_in(browser, live_server, "alice")
+    page = log_in(browser, live_server, "alice", PHONE)
     first = page.locator("#inbox-rows tr.inbox-row").first
     for part in ("Pay 14,000.00 USD", "14,000.00", "finance_director", "minutes"):
         assert part in first.inner_text()
@@ -103,7 +91,7 @@ def test_olga_retries_a_dead_letter_on_a_phone(plain_http, live_server, operator
         letter = dead_letter_create(task=task, step=step, error_type="Timeout",
                                     message="Gave up after 3 attempts: Request timed out after 30 s")
 
-    page = log_in(browser, live_server, "olga")
+    page = log_in(browser, live_server, "olga", PHONE)
     page.goto(f"{live_server.url}/dead-letters/")
     row = page.locator(f"#dead-letter-{letter.pk}")
     assert_on_screen(row.get_by_role("button", name="Retry"))
@@ -143,7 +131,7 @@ def test_olga_follows_a_bulk_retry_on_a_phone(plain_http, live_server, operator,
                                "chat/completions)")
     bulk_retry_advance(bulk_id=bulk.pk, now=timezone.now() + timedelta(seconds=1))
 
-    page = log_in(browser, live_server, "olga")
+    page = log_in(browser, live_server, "olga", PHONE)
     page.goto(f"{live_server.url}/dead-letters/bulk/{bulk.pk}/")
     row = page.locator("table.items tbody tr").first
     for n in (1, 2, 3, 4):  # task, outcome, when sent back, and what became of it
@@ -160,7 +148,7 @@ def test_olga_follows_a_bulk_retry_on_a_phone(plain_http, live_server, operator,
 
 def test_olga_reads_the_charts_on_a_phone(plain_http, live_server, operator, browser):
     seed_history()
-    page = log_in(browser, live_server, "olga")
+    page = log_in(browser, live_server, "olga", PHONE)
     for query in ("", "?range=7d"):
         page.goto(f"{live_server.url}/charts/{query}")
         assert_fits(page)
@@ -174,7 +162,7 @@ def test_olga_reads_the_charts_on_a_phone(plain_http, live_server, operator, bro
 
 def test_an_empty_chart_says_so_legibly_on_a_phone(plain_http, live_server, operator, browser):
     """No data in the range: each chart says so in words big enough to read, down to a 320px screen."""
-    page = log_in(browser, live_server, "olga")
+    page = log_in(browser, live_server, "olga", PHONE)
     for width in (PHONE["width"], 320):
         page.set_viewport_size({"width": width, "height": 844})
         page.goto(f"{live_server.url}/charts/")

@@ -8,8 +8,6 @@ the payload as text, so the test knows the payload was there to run.
 """
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from orchestrator.models import DeadLetter, Source, Task
@@ -18,7 +16,7 @@ from reviews.links import email_link_create
 from reviews.models import Approval
 from reviews.services import approval_decide
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, log_in
 
 pytestmark = pytest.mark.browser
 
@@ -43,15 +41,10 @@ DOCUMENTS = [
 
 
 def open_as(browser, live_server, username: str):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(15_000)
+    """Signed in, with every alert(), confirm() or prompt() a payload opens recorded and dismissed."""
+    page = log_in(browser, live_server, username)
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/(tasks|reviews|admin)/"))
     return page
 
 
