@@ -1,7 +1,8 @@
 """The sweeper (beat, every STEWARD_SWEEP_INTERVAL_S): finds tasks whose owner vanished.
 
 - running with an expired lease: the worker died or hung -> re-enqueue;
-- queued with no pickup for STEWARD_SWEEP_QUEUED_AFTER_S: the broker lost the message -> re-send;
+- queued with no pickup for STEWARD_SWEEP_QUEUED_AFTER_S, and no message left for it in the broker
+  (orchestrator/backlog.py: not merely waiting behind a backlog): the broker lost it -> re-send;
 - awaiting approval whose approval was decided: the wake-up was lost -> resume or close;
 - a running bulk retry whose next tick is long overdue: its message was lost -> send a tick.
 Each run is recorded (SweepRun) with one SweepAction per task it touched, for the stuck-work page;
@@ -16,16 +17,21 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from metrics.rollups import record_dead_letter, rollups_catch_up
 
+from .backlog import messages_waiting
 from .models import Task, TaskStatus
-from .pipeline import send_wakeup
+from .pipeline import queue_for, send_wakeup
 
 log = logging.getLogger(__name__)
 BATCH = 500
+# Queued tasks in the order their wake-ups were sent (a task never sent one counts as the oldest).
+OLDEST_FIRST = (F("enqueued_at").asc(nulls_first=True), "id")
+# What the sweeper did to a task, as counted in its report (the rest says what it left alone).
+RECOVERIES = ("expired_leases", "lost_messages", "resumed_approvals", "dead_lettered")
 
 
 def _recover(task_id: int, condition: Q, reason: str, now, actions: list | None = None) -> str:
@@ -94,7 +100,7 @@ def _resume_bulk_retries(now) -> int:
 def _sweep(now, log_actions: list[dict]) -> dict:
     from reviews.models import ApprovalStatus
 
-    report = {"expired_leases": 0, "lost_messages": 0, "resumed_approvals": 0, "dead_lettered": 0}
+    report = {key: 0 for key in RECOVERIES}
 
     def record(touched: list, outcome: str) -> None:
         if outcome in ("requeued", "dead-lettered") and touched:
@@ -115,7 +121,7 @@ def _sweep(now, log_actions: list[dict]) -> dict:
         Q(not_before__isnull=True, enqueued_at__lt=cutoff) | Q(not_before__lt=cutoff)
         | Q(not_before__isnull=True, enqueued_at__isnull=True)
     )
-    for task_id in Task.objects.filter(lost).values_list("id", flat=True)[:BATCH]:
+    for task_id in _without_a_message(lost, report):
         touched = []
         outcome = _recover(task_id, lost, "no worker picked up its message", now, touched)
         record(touched, outcome)
@@ -145,6 +151,39 @@ def _sweep(now, log_actions: list[dict]) -> dict:
                 ):
                     log_actions.append({"task_id": task_id, "action": "closed", "step": "",
                                         "reason": f"approval {latest}, task closed as rejected", "lease_owner": ""})
-    if any(report.values()):
+    if any(report[key] for key in RECOVERIES):
         log.warning("Sweeper recovered: %s", report)
     return report
+
+
+def _without_a_message(lost: Q, report: dict) -> list[int]:
+    """The tasks queued too long (`lost`) that can have lost their message, oldest first, at most BATCH.
+
+    Steps: none queued too long -> none, and the broker is not asked; ask the broker how many
+    messages wait in those tasks' Celery queues (one declaration per queue), then count the tasks
+    queued in the database for each queue (in this order: a message taken in between is then
+    counted in both, or its task in neither); of a queue's Q queued tasks with D messages waiting,
+    the D most recently enqueued have theirs (a queue is taken oldest first), so only the Q - D
+    enqueued first can have lost theirs: of those, the ones queued too long. The others are left
+    to wait their turn behind the backlog (report["left_waiting"]). A broker that cannot say: every
+    task queued too long, as before the broker was asked.
+    """
+    steps = set(Task.objects.filter(lost).order_by().values_list("current_step", flat=True).distinct())
+    if not steps:
+        return []
+    waiting = messages_waiting({queue_for(step) for step in steps})
+    if waiting is None:
+        return list(Task.objects.filter(lost).order_by(*OLDEST_FIRST).values_list("id", flat=True)[:BATCH])
+    queued = dict(Task.objects.filter(status=TaskStatus.QUEUED).order_by().values_list("current_step")
+                  .annotate(n=Count("id")))
+    candidates: list[int] = []
+    for queue, count in sorted(waiting.items()):
+        steps_here = [step for step in queued if queue_for(step) == queue]
+        behind = sum(queued[step] for step in steps_here) - count
+        if behind <= 0:
+            continue
+        oldest = (Task.objects.filter(status=TaskStatus.QUEUED, current_step__in=steps_here)
+                  .order_by(*OLDEST_FIRST).values_list("id", flat=True)[:min(behind, BATCH)])
+        candidates += Task.objects.filter(lost, pk__in=list(oldest)).order_by(*OLDEST_FIRST).values_list("id", flat=True)
+    report["left_waiting"] = max(Task.objects.filter(lost).count() - len(candidates), 0)
+    return candidates[:BATCH]

@@ -46,6 +46,33 @@ def _own_celery_queue():
             leftover.unlink(missing_ok=True)
 
 
+def purge_broker_queues(*queues: str) -> None:
+    """Delete every message waiting in these Celery queues (a queue the broker does not know is empty)."""
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        for queue in queues:
+            try:
+                channel.queue_purge(queue)
+            except conn.channel_errors:
+                if not getattr(channel, "is_open", True):
+                    channel = conn.channel()
+        channel.close()
+
+
+@pytest.fixture
+def own_broker_queue(settings):
+    """A default Celery queue of this test's own, empty, so that what the sweeper counts in the
+    broker is what the test put there; purged at the end."""
+    import uuid
+
+    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-{uuid.uuid4().hex[:6]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    yield queue
+    purge_broker_queues(queue)
+
+
 @pytest.fixture(autouse=True)
 def django_db_serialized_rollback() -> bool:
     """Transactional tests (real worker processes) flush every table afterwards; restore the rows

@@ -133,7 +133,8 @@ def test_the_circuit_breaker_pauses_says_why_and_resumes(operator, letters):
         bulk_retry_control(bulk_id=bulk.pk, user=operator, action="resume")
 
 
-def test_the_sweeper_restarts_a_broken_tick_chain_and_keeps_a_log(operator, letters, make_task, settings):
+def test_the_sweeper_restarts_a_broken_tick_chain_and_keeps_a_log(operator, letters, make_task, settings,
+                                                                  own_broker_queue):
     bulk = start(operator, letters(2))
     BulkRetry.objects.filter(pk=bulk.pk).update(next_tick_at=timezone.now() - timedelta(minutes=5))
     lost = make_task(status="queued", enqueued_at=timezone.now() - timedelta(hours=1))

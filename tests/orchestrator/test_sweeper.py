@@ -9,7 +9,8 @@ from django.utils import timezone
 from orchestrator.models import Task
 from orchestrator.sweeper import sweep
 
-pytestmark = pytest.mark.django_db
+# A Celery queue of each test's own: the sweeper counts the wake-ups waiting in it.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_broker_queue")]
 
 
 def ago(seconds: float):
