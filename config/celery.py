@@ -3,7 +3,7 @@ import ctypes
 import os
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import celeryd_after_setup, celeryd_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -30,3 +30,13 @@ def _before_the_pool_starts(**kwargs) -> None:
     from django.conf import settings
 
     limit_malloc_arenas(settings.STEWARD_WORKER_MALLOC_ARENAS)
+
+
+@celeryd_after_setup.connect
+def _consume_the_control_queue(sender, instance, **kwargs) -> None:
+    """Every worker takes the control messages (STEWARD_CONTROL_QUEUE: the sweeps, bulk retries'
+    ticks) besides the queues it was given, with -Q too: a worker set up for one kind of work
+    keeps the sweeper running, and nobody has to remember to name the control queue."""
+    from django.conf import settings
+
+    instance.app.amqp.queues.select_add(settings.STEWARD_CONTROL_QUEUE)

@@ -232,6 +232,10 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # kombu's Redis transport, sharing one client object per channel (config/broker.py).
     CELERY_BROKER_TRANSPORT = "config.broker:RedisTransport"
 CELERY_TASK_DEFAULT_QUEUE = env_str("STEWARD_CELERY_QUEUE", "steward")
+# The periodic control messages (the sweeps, bulk retries' ticks) have a small queue of their own,
+# which every worker consumes besides the queues it was given (config/celery.py): on the default
+# queue they waited behind hours of wake-ups when the workers were behind, and expired unrun.
+STEWARD_CONTROL_QUEUE = env_str("STEWARD_CONTROL_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-control")
 # The database is the source of truth; the broker only carries wake-ups. Messages are acked after
 # the work (a killed worker's message comes back) and every task body starts with a
 # compare-and-set, so a redelivered message is harmless.
@@ -263,14 +267,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orchestrator.tasks.sweep",
         "schedule": timedelta(seconds=STEWARD_SWEEP_INTERVAL_S),
         # While no worker runs, sweeps must not pile up: a late one is replaced by the next.
-        "options": {"expires": STEWARD_SWEEP_INTERVAL_S},
+        "options": {"expires": STEWARD_SWEEP_INTERVAL_S, "queue": STEWARD_CONTROL_QUEUE},
     },
     # Reviews: expire approvals past their queue's expiry, escalate those past their SLA, re-send
     # lost notifications (reviews/tasks.py).
     "review-sweep": {
         "task": "reviews.tasks.review_sweep",
         "schedule": timedelta(seconds=STEWARD_REVIEW_SWEEP_INTERVAL_S),
-        "options": {"expires": STEWARD_REVIEW_SWEEP_INTERVAL_S},
+        "options": {"expires": STEWARD_REVIEW_SWEEP_INTERVAL_S, "queue": STEWARD_CONTROL_QUEUE},
     },
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Subquery
 from django.utils import timezone
@@ -391,7 +392,8 @@ def bulk_retry_create(*, user, dead_letter_ids, description: str, selection: dic
 def _send_tick(bulk_id: int, countdown: float) -> None:
     from .tasks import bulk_retry_tick
 
-    send_task_on_commit(bulk_retry_tick, bulk_id, countdown=countdown)
+    # On the control queue: the pace holds while the workers are behind on the default queue.
+    send_task_on_commit(bulk_retry_tick, bulk_id, countdown=countdown, queue=settings.STEWARD_CONTROL_QUEUE)
 
 
 def tick_interval(rate_per_minute: int) -> float:

@@ -408,10 +408,11 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
         "actions": list(SweepAction.objects.select_related("sweep")[:50]),
         "runs": runs,
         "last_run": last_run,
-        # Beat stopped, or no worker takes the sweeps off the default queue: say so, not only when.
+        # Beat stopped, or no worker runs to take the sweeps off the control queue: say so, not only when.
         "sweeper_overdue": bool(last_run and last_run.started_at < now - timedelta(
             seconds=max(3 * settings.STEWARD_SWEEP_INTERVAL_S, 120))),
         "sweep_interval_s": settings.STEWARD_SWEEP_INTERVAL_S,
+        "control_queue": settings.STEWARD_CONTROL_QUEUE,
         "now": now,
     }
     return render_page(request, "orchestrator/triage/stuck.html", context)

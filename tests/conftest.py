@@ -38,7 +38,9 @@ def _own_celery_queue():
 
     queue = f"steward-test-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    settings.STEWARD_CONTROL_QUEUE = f"{queue}-control"
     os.environ["STEWARD_CELERY_QUEUE"] = queue
+    os.environ["STEWARD_CONTROL_QUEUE"] = settings.STEWARD_CONTROL_QUEUE
     yield queue
     # The filesystem broker scans its folder on every poll: leave no messages of ours behind.
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
@@ -286,6 +288,7 @@ class CeleryProcess:
             **os.environ,
             "DATABASE_URL": database_url(),
             "STEWARD_CELERY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+            "STEWARD_CONTROL_QUEUE": settings.STEWARD_CONTROL_QUEUE,
             "STEWARD_SIMULATOR_URL": sim.url,
             "STEWARD_WEBHOOK_URL": sim.webhook_url,
             "STEWARD_RETRY_BACKOFF_S": "0.05",
