@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from reviews.models import Queue
 
+from .backlog import messages_waiting
 from .models import (
     BulkRetry, BulkRetryItem, BulkRetryItemStatus, BulkRetryStatus, DeadLetter, DeadLetterGroup, DeadLetterStatus,
     DocType,
@@ -35,6 +36,8 @@ from .services import (
     tick_interval,
 )
 from .presenters import keyset_page, pretty, query_with, render_page, safe_next, transcript_blocks
+from .pipeline import queue_for
+from .sweeper import OLDEST_FIRST
 from .views import task_context, task_for
 from .workers import PIPELINE
 
@@ -393,13 +396,21 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
         )
         .only("id", "filename", "external_ref", "status", "current_step", "lease_owner", "lease_expires_at",
               "enqueued_at", "not_before", "recoveries", "updated_at")
-        .order_by("enqueued_at", "id")[:200]
+        .order_by(*OLDEST_FIRST)[:200]
     )
     tasks = list(stuck)
+    broker_queues = _broker_queues()
+    # A queue's messages belong to its most recently enqueued tasks (orchestrator/backlog.py):
+    # of its queued tasks, oldest first (as listed here), the first `behind` may have lost theirs.
+    seen: dict[str, int] = {}
     for task in tasks:
         since = task.enqueued_at if task.status == TaskStatus.QUEUED else task.updated_at
         task.waiting_s = int((now - since).total_seconds()) if since else None
         task.lease_expired = bool(task.lease_expires_at and task.lease_expires_at < now)
+        if task.status == TaskStatus.QUEUED and broker_queues is not None:
+            task.celery_queue = queue_for(task.current_step)
+            rank = seen[task.celery_queue] = seen.get(task.celery_queue, 0) + 1
+            task.maybe_lost = rank <= broker_queues[task.celery_queue]["behind"]
     runs = list(SweepRun.objects.all()[:10])  # newest first
     last_run = runs[0] if runs else None
     context = {
@@ -413,7 +424,25 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
             seconds=max(3 * settings.STEWARD_SWEEP_INTERVAL_S, 120))),
         "sweep_interval_s": settings.STEWARD_SWEEP_INTERVAL_S,
         "control_queue": settings.STEWARD_CONTROL_QUEUE,
+        "broker_queues": broker_queues,
+        "queued_after_s": int(settings.STEWARD_SWEEP_QUEUED_AFTER_S),
         "now": now,
     }
     return render_page(request, "orchestrator/triage/stuck.html", context)
+
+
+def _broker_queues() -> dict[str, dict] | None:
+    """{Celery queue: {"queued": tasks queued for it, "waiting": messages waiting in it, "behind":
+    how many of its tasks may have lost their message}} for the queues that have queued tasks,
+    as the sweeper counts them; None when the broker cannot say."""
+    by_step = dict(Task.objects.filter(status=TaskStatus.QUEUED).order_by().values_list("current_step")
+                   .annotate(n=Count("id")))
+    queued: dict[str, int] = {}
+    for step, count in by_step.items():
+        queued[queue_for(step)] = queued.get(queue_for(step), 0) + count
+    waiting = messages_waiting(queued)
+    if waiting is None:
+        return None
+    return {queue: {"queued": count, "waiting": waiting[queue], "behind": max(count - waiting[queue], 0)}
+            for queue, count in sorted(queued.items())}
 
