@@ -34,6 +34,14 @@ OLDEST_FIRST = (F("enqueued_at").asc(nulls_first=True), "id")
 RECOVERIES = ("expired_leases", "lost_messages", "resumed_approvals", "dead_lettered")
 
 
+def owning_a_message(now) -> Q:
+    """Queued tasks whose wake-up should wait in the broker. Not those waiting out a retry's
+    backoff: a worker took their delayed message and holds it until then (Celery keeps a countdown
+    message in the worker), so counting them would make room for re-sending tasks whose messages
+    are still waiting."""
+    return Q(status=TaskStatus.QUEUED) & (Q(not_before__isnull=True) | Q(not_before__lte=now))
+
+
 def _recover(task_id: int, condition: Q, reason: str, now, actions: list | None = None) -> str:
     from .services import dead_letter_create
 
@@ -121,7 +129,7 @@ def _sweep(now, log_actions: list[dict]) -> dict:
         Q(not_before__isnull=True, enqueued_at__lt=cutoff) | Q(not_before__lt=cutoff)
         | Q(not_before__isnull=True, enqueued_at__isnull=True)
     )
-    for task_id in _without_a_message(lost, report):
+    for task_id in _without_a_message(lost, report, now):
         touched = []
         outcome = _recover(task_id, lost, "no worker picked up its message", now, touched)
         record(touched, outcome)
@@ -156,7 +164,7 @@ def _sweep(now, log_actions: list[dict]) -> dict:
     return report
 
 
-def _without_a_message(lost: Q, report: dict) -> list[int]:
+def _without_a_message(lost: Q, report: dict, now) -> list[int]:
     """The tasks queued too long (`lost`) that can have lost their message, oldest first, at most BATCH.
 
     Steps: none queued too long -> none, and the broker is not asked; ask the broker how many
@@ -174,7 +182,7 @@ def _without_a_message(lost: Q, report: dict) -> list[int]:
     waiting = messages_waiting({queue_for(step) for step in steps})
     if waiting is None:
         return list(Task.objects.filter(lost).order_by(*OLDEST_FIRST).values_list("id", flat=True)[:BATCH])
-    queued = dict(Task.objects.filter(status=TaskStatus.QUEUED).order_by().values_list("current_step")
+    queued = dict(Task.objects.filter(owning_a_message(now)).order_by().values_list("current_step")
                   .annotate(n=Count("id")))
     candidates: list[int] = []
     for queue, count in sorted(waiting.items()):
@@ -182,7 +190,7 @@ def _without_a_message(lost: Q, report: dict) -> list[int]:
         behind = sum(queued[step] for step in steps_here) - count
         if behind <= 0:
             continue
-        oldest = (Task.objects.filter(status=TaskStatus.QUEUED, current_step__in=steps_here)
+        oldest = (Task.objects.filter(owning_a_message(now), current_step__in=steps_here)
                   .order_by(*OLDEST_FIRST).values_list("id", flat=True)[:min(behind, BATCH)])
         candidates += Task.objects.filter(lost, pk__in=list(oldest)).order_by(*OLDEST_FIRST).values_list("id", flat=True)
     report["left_waiting"] = max(Task.objects.filter(lost).count() - len(candidates), 0)

@@ -37,7 +37,7 @@ from .services import (
 )
 from .presenters import keyset_page, pretty, query_with, render_page, safe_next, transcript_blocks
 from .pipeline import queue_for
-from .sweeper import OLDEST_FIRST
+from .sweeper import OLDEST_FIRST, owning_a_message
 from .views import task_context, task_for
 from .workers import PIPELINE
 
@@ -399,7 +399,7 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
         .order_by(*OLDEST_FIRST)[:200]
     )
     tasks = list(stuck)
-    broker_queues = _broker_queues()
+    broker_queues = _broker_queues(now)
     # A queue's messages belong to its most recently enqueued tasks (orchestrator/backlog.py):
     # of its queued tasks, oldest first (as listed here), the first `behind` may have lost theirs.
     seen: dict[str, int] = {}
@@ -407,7 +407,8 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
         since = task.enqueued_at if task.status == TaskStatus.QUEUED else task.updated_at
         task.waiting_s = int((now - since).total_seconds()) if since else None
         task.lease_expired = bool(task.lease_expires_at and task.lease_expires_at < now)
-        if task.status == TaskStatus.QUEUED and broker_queues is not None:
+        in_backoff = bool(task.not_before and task.not_before > now)  # a worker holds its message
+        if task.status == TaskStatus.QUEUED and broker_queues is not None and not in_backoff:
             task.celery_queue = queue_for(task.current_step)
             rank = seen[task.celery_queue] = seen.get(task.celery_queue, 0) + 1
             task.maybe_lost = rank <= broker_queues[task.celery_queue]["behind"]
@@ -431,11 +432,11 @@ def stuck_work(request: HttpRequest) -> HttpResponse:
     return render_page(request, "orchestrator/triage/stuck.html", context)
 
 
-def _broker_queues() -> dict[str, dict] | None:
+def _broker_queues(now) -> dict[str, dict] | None:
     """{Celery queue: {"queued": tasks queued for it, "waiting": messages waiting in it, "behind":
     how many of its tasks may have lost their message}} for the queues that have queued tasks,
     as the sweeper counts them; None when the broker cannot say."""
-    by_step = dict(Task.objects.filter(status=TaskStatus.QUEUED).order_by().values_list("current_step")
+    by_step = dict(Task.objects.filter(owning_a_message(now)).order_by().values_list("current_step")
                    .annotate(n=Count("id")))
     queued: dict[str, int] = {}
     for step, count in by_step.items():

@@ -103,6 +103,22 @@ def test_only_the_oldest_tasks_beyond_the_waiting_messages_are_re_sent(make_task
     assert waiting(queue) == 6  # one wake-up for each queued task
 
 
+def test_tasks_in_backoff_do_not_make_room_for_re_sends(make_task, settings, django_capture_on_commit_callbacks):
+    # A task waiting out a retry's backoff is queued, but a worker holds its delayed message (Celery
+    # keeps a countdown message in the worker that took it): it is not among the messages waiting.
+    settings.STEWARD_SWEEP_QUEUED_AFTER_S = 600
+    waiting_long = [queued(make_task, 3600 - n) for n in range(3)]
+    in_backoff = [make_task(status="queued", current_step="extract", enqueued_at=ago(1),
+                            not_before=timezone.now() + timedelta(seconds=60)) for _ in range(2)]
+    assert waiting(settings.CELERY_TASK_DEFAULT_QUEUE) == 3
+
+    (report,) = sweeps(1, django_capture_on_commit_callbacks)
+
+    assert report["lost_messages"] == 0 and report["left_waiting"] == 3
+    assert set(Task.objects.values_list("recoveries", flat=True)) == {0}
+    assert len(waiting_long + in_backoff) == Task.objects.filter(status="queued").count()
+
+
 def test_each_celery_queue_is_counted_on_its_own(make_task, settings, django_capture_on_commit_callbacks):
     agents = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-agents"
     settings.STEWARD_WORKER_QUEUES = {"verify": agents}
