@@ -29,7 +29,10 @@ ROW = 24  # the height of a line of small text at SMALL_MAX
 def _svg(chart_id: str, title: str, description: str, height: float, body: list[str], *,
          width: int = WIDTH, kind: str = "") -> SafeString:
     return mark_safe(
-        f'<svg viewBox="0 0 {width} {height:.0f}" role="img" aria-labelledby="{chart_id}-t {chart_id}-d" '
+        # Named by its title alone, as a picture is; the figures are its description, read after
+        # the name (a screen reader read them all as the name, a paragraph of numbers).
+        f'<svg viewBox="0 0 {width} {height:.0f}" role="img" aria-labelledby="{chart_id}-t" '
+        f'aria-describedby="{chart_id}-d" '
         f'class="chart-svg {kind}" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
         f'<title id="{chart_id}-t">{escape(title)}</title><desc id="{chart_id}-d">{escape(description)}</desc>'
         + "".join(body) + "</svg>"
@@ -164,7 +167,17 @@ def lines(chart_id: str, title: str, x_labels: list[str], series: list[tuple[str
                     f'{escape(name)}</text>')
     description = "; ".join(
         f"{name}: " + ", ".join(f"{x} {fmt(v)}" for x, v in zip(x_labels, vs) if v is not None) for name, vs in series)
-    return _svg(chart_id, title, description[:2000], height, body)
+    return _svg(chart_id, title, _at_most(description, 2000), height, body)
+
+
+def _at_most(description: str, limit: int) -> str:
+    """`description` cut after its last whole figure that fits in `limit` characters, saying where
+    the rest is (a year day by day would be read out for minutes, and was cut mid-number)."""
+    if len(description) <= limit:
+        return description
+    rest = "… and more: every figure is in the data table under the chart."
+    cut = description[: limit - len(rest)]
+    return cut[: max(cut.rfind(", "), cut.rfind("; "), 0)] + rest
 
 
 def _y_ticks(top_value: float, fmt) -> list[tuple[float, str]]:

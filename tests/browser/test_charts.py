@@ -11,11 +11,12 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from metrics.rollups import Accumulator, add_approval, add_step, add_task, hour
 from reviews.models import RejectionReason
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, log_in
 
 pytestmark = pytest.mark.browser
 
@@ -99,4 +100,22 @@ def test_operator_reads_the_charts_on_desktop_and_phone(plain_http, live_server,
     page.screenshot(path=ARTIFACTS / "charts-phone-full.png", full_page=True)
     for slug in ("completion", "tool-calls", "wasted"):
         page.locator(f"#chart-{slug}").screenshot(path=ARTIFACTS / f"charts-phone-{slug}.png")
+    page.close()
+
+
+def test_a_screen_reader_names_each_chart_by_its_title(plain_http, live_server, operator, browser):
+    """Each chart is a picture named by its short title; its figures are its description (and all
+    of them are in the data table under it), not a paragraph of numbers read out as its name."""
+    seed_history()
+    page = log_in(browser, live_server, "olga")
+    page.goto(f"{live_server.url}/charts/?range=7d")
+    charts = page.locator("section.chart")
+    assert charts.count() == 10
+    for chart in charts.all():
+        title = chart.locator("svg > title").text_content()
+        assert 0 < len(title) <= 60
+        picture = chart.get_by_role("img", name=title, exact=True)
+        expect(picture).to_have_count(1)
+        expect(picture).to_have_accessible_description(re.compile(r"\w: \S"))
+        assert chart.locator("table.chart-data tbody tr").count() > 0
     page.close()

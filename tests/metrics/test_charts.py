@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from metrics import svg
 from metrics.charts import CHARTS, chart_filters
 from metrics.rollups import Accumulator, add_approval, add_step, add_task, hour
 from reviews.models import RejectionReason
@@ -109,6 +110,16 @@ def test_tool_calls_per_task_and_dead_letters(history):
     assert tool_rows["3"] == 4 and tool_rows["2"] == 1 and tool_rows["11-12"] == 1
     assert rows("dead-letters", range="7d") == [["LoopDetected", "verify", 1, "yes"]]
     assert rows("dead-letters") == []
+
+
+def test_a_year_day_by_day_is_described_in_whole_figures_up_to_a_pointer_to_the_table():
+    days = [f"2025-{n // 28 + 1:02}-{n % 28 + 1:02}" for n in range(366)]
+    markup = svg.lines("chart-c", "Completion rate", days, [("completed", [50.5] * 366), ("in all", [75.25] * 366)])
+    description = markup.split("<desc id=\"chart-c-d\">")[1].split("</desc>")[0]
+    assert len(description) <= 2000
+    figures, rest = description.split("…")
+    assert figures.startswith("completed: 2025-01-01 50.5, ") and figures.endswith(" 50.5")
+    assert rest == " and more: every figure is in the data table under the chart."
 
 
 def test_the_page_shows_every_chart_with_a_table_and_a_csv_link(history, operator, client_for):
