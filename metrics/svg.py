@@ -1,12 +1,12 @@
 """Small server-rendered SVG charts: no JavaScript, no CDN, nothing to install.
 
 Each function returns safe markup for inline use; every piece of text is escaped. Charts draw in
-a 480-unit-wide viewBox and scale to their container. Text sizes are in viewBox units too, so text
-shrinks with its chart (a 390px phone draws these at 0.7 of their size): charts.css raises the
-size of the small text (axes, legends) on narrow screens, up to SMALL_MAX, so that it stays 11 px
-or more, and the labels here are spaced for that largest size. Colours are paired with a second
-cue (dashes, labels) for readers who cannot tell them apart, and each chart's numbers are also in
-the data table next to it.
+a 480-unit-wide viewBox (bar charts 360) and scale to their container. Text sizes are in viewBox
+units too, so text shrinks with its chart (a 320px phone draws a 480-unit chart at 0.56 of its
+size): charts.css raises the text's size on narrow screens, up to SMALL_MAX (BARS_TEXT_MAX for
+bar charts), so that it stays 12 px or more, and the labels here are spaced for that largest size.
+Colours are paired with a second cue (dashes, labels) for readers who cannot tell them apart, and
+each chart's numbers are also in the data table next to it.
 """
 from __future__ import annotations
 
@@ -22,8 +22,16 @@ COLORS = ("#2563eb", "#d97706", "#059669", "#7c3aed", "#dc2626")
 # lines, which need only 3:1, are darkened).
 TEXT_COLORS = ("#2563eb", "#b45309", "#047857", "#7c3aed", "#dc2626")
 DASHES = ("", "6 4", "2 3", "8 3 2 3", "1 2")
-SMALL_MAX = 19  # the largest font size charts.css gives `text.small`, in viewBox units (narrowest phones)
-ROW = 24  # the height of a line of small text at SMALL_MAX
+SMALL_MAX = 22  # the largest font size charts.css gives `text.small`, in viewBox units (narrowest phones)
+ROW = 29  # the height of a line of small text at SMALL_MAX, with a gap
+BARS_TEXT_MAX = 17  # the same for the text of bar charts (labels, values), drawn at 360 units
+# A line of text fills from 0.93 of its size above its baseline to 0.24 below (DejaVu Sans; a
+# browser's box for a <text>): what keeps lines apart at any size is spaced in these.
+ASCENT, DESCENT = 0.93, 0.24
+# Below the plot, in the text's own size (whichever charts.css gives it): the x labels a line and
+# a third down, clear of the y axis's "0"; an axis title one line further, clear of the x labels.
+X_LABEL_DY = 1.35
+X_TITLE_DY = round(X_LABEL_DY + DESCENT + ASCENT + 0.15, 2)
 
 
 def _svg(chart_id: str, title: str, description: str, height: float, body: list[str], *,
@@ -39,10 +47,11 @@ def _svg(chart_id: str, title: str, description: str, height: float, body: list[
     )
 
 
-def _width(text: str, size: float = SMALL_MAX) -> float:
-    """About how wide `text` draws at `size`: a generous guess, made for DejaVu Sans, a wide font."""
-    return size * sum(0.36 if c in " .,:;'!|()-/ijlrtf" else 0.95 if c in "%mwMW@" else
-                      0.78 if c.isupper() else 0.64 for c in text)
+def _width(text: str, size: float = SMALL_MAX, *, bold: bool = False) -> float:
+    """About how wide `text` draws at `size`: a generous guess, made for DejaVu Sans, a wide font
+    (its bold a tenth wider)."""
+    return (1.1 if bold else 1) * size * sum(0.36 if c in " .,:;'!|()-/ijlrtf" else 0.95 if c in "%mwMW@" else
+                                             0.78 if c.isupper() else 0.64 for c in text)
 
 
 def _every(labels: list[str], step: float) -> int:
@@ -52,8 +61,11 @@ def _every(labels: list[str], step: float) -> int:
     return max(1, math.ceil((max(_width(label) for label in labels) + 12) / step))
 
 
-def _short(text: str, limit: int = 22) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _fit(text: str, room: float, size: float) -> str:
+    """`text`, shortened with an ellipsis where it would draw wider than `room` at `size`."""
+    while len(text) > 1 and _width(text, size) > room:
+        text = text[:-2].rstrip() + "…"
+    return text
 
 
 def empty(chart_id: str, title: str) -> SafeString:
@@ -62,21 +74,28 @@ def empty(chart_id: str, title: str) -> SafeString:
 
 
 def bars(chart_id: str, title: str, labels: list[str], values: list[float], fmt=str) -> SafeString:
-    """Horizontal bars with the label above each bar: long labels fit a phone's width unshortened."""
+    """Horizontal bars with the label above each bar, so that long labels fit a phone's width (those
+    still too long are shortened; the full label is its tooltip and in the data table)."""
     if not labels or not any(values):
         return empty(chart_id, title)
     # Narrower than the other charts: on a phone bar charts scale down less, so their text stays large.
-    row_h, top, width = 40, 4, BARS_WIDTH
+    top, width, size = 4, BARS_WIDTH, BARS_TEXT_MAX
+    # A row: the label's line, then the value's line with the bar beside it, then a gap.
+    label_y = round(size * ASCENT)
+    value_y = label_y + round(size * (DESCENT + ASCENT)) + 1
+    bar_h = 14
+    bar_y = value_y - round(size * 0.36) - bar_h / 2  # centred on the value's digits
+    row_h = value_y + round(size * DESCENT) + 4
     top_value = max(values) or 1
-    plot_w = width - 90
+    plot_w = width - 6 - max(_width(fmt(value), size, bold=True) for value in values)  # values: class="value"
     body = []
     for i, (label, value) in enumerate(zip(labels, values)):
         y = top + i * row_h
         w = max(plot_w * value / top_value, 1 if value else 0)
         body.append(
-            f'<text x="0" y="{y + 14}">{escape(_short(label, 42))}<title>{escape(label)}</title></text>'
-            f'<rect x="0" y="{y + 20}" width="{w:.1f}" height="14" fill="{COLORS[0]}" rx="2"/>'
-            f'<text x="{w + 6:.1f}" y="{y + 32}" class="value">{escape(fmt(value))}</text>')
+            f'<text x="0" y="{y + label_y}">{escape(_fit(label, width, size))}<title>{escape(label)}</title></text>'
+            f'<rect x="0" y="{y + bar_y:.0f}" width="{w:.1f}" height="{bar_h}" fill="{COLORS[0]}" rx="2"/>'
+            f'<text x="{w + 6:.1f}" y="{y + value_y}" class="value">{escape(fmt(value))}</text>')
     description = "; ".join(f"{label}: {fmt(value)}" for label, value in zip(labels, values))
     return _svg(chart_id, title, description, top * 2 + row_h * len(labels), body, width=width, kind="bars")
 
@@ -89,10 +108,13 @@ def columns(chart_id: str, title: str, labels: list[str], values: list[float], *
     top_value = max(values) or 1
     ticks = _y_ticks(top_value, str)
     # Room for the y labels on the left, and a line for each marker's label above the plot.
-    left, right, top = _y_labels_width(ticks), 10, ROW * (len(markers) + 0.5)
+    left, top = _y_labels_width(ticks), ROW * (len(markers) + 0.5)
+    # Room on the right for half the last label, centred under its column, to stay on the chart.
+    count, half = len(labels), _width(labels[-1]) / 2 + 2
+    right = max(10.0, (half - (WIDTH - left) / (2 * count)) / (1 - 1 / (2 * count)))
     plot_w, plot_h = WIDTH - left - right, 144
     bottom = top + plot_h
-    height = bottom + ROW * (2 if x_title else 1) + 8
+    height = bottom + SMALL_MAX * (X_TITLE_DY + DESCENT if x_title else X_LABEL_DY + DESCENT) + 6
     slot = plot_w / len(labels)
     every = _every(labels, slot)
     body = _y_axis(left, top, plot_w, plot_h, ticks)
@@ -113,7 +135,7 @@ def columns(chart_id: str, title: str, labels: list[str], values: list[float], *
                     f'<text x="{x - 4 if at_end else x + 4:.1f}" y="{ROW * (n + 0.5):.1f}" dy="0.35em" class="small" '
                     f'fill="{TEXT_COLORS[shade]}" text-anchor="{"end" if at_end else "start"}">{escape(text)}</text>')
     if x_title:
-        body.append(f'<text x="{left + plot_w / 2}" y="{bottom + ROW * 1.5 + 4:.1f}" dy="0.35em" text-anchor="middle" '
+        body.append(f'<text x="{left + plot_w / 2:.1f}" y="{bottom}" dy="{X_TITLE_DY}em" text-anchor="middle" '
                     f'class="small">{escape(x_title)}</text>')
     description = "; ".join(f"{label}: {value}" for label, value in zip(labels, values))
     if markers:
@@ -139,7 +161,7 @@ def lines(chart_id: str, title: str, x_labels: list[str], series: list[tuple[str
     every = _every(x_labels, step)
     # The legend: two entries a line when they fit side by side, else one.
     per_line = 2 if all(30 + _width(name) <= WIDTH / 2 for name, _ in series) else 1
-    legend_top = bottom + ROW + 8
+    legend_top = bottom + SMALL_MAX * (X_LABEL_DY + DESCENT) + 4
     height = legend_top + ROW * math.ceil(len(series) / per_line) + 4
     body = _y_axis(left, top, plot_w, plot_h, ticks)
     for i, label in enumerate(x_labels):
@@ -198,9 +220,9 @@ def _y_axis(left: float, top: float, plot_w: float, plot_h: float, ticks: list[t
     return body
 
 
+
 def _x_label(x: float, bottom: float, label: str) -> str:
-    # One and a third lines below the plot, whatever size the text: clear of the y axis's "0".
-    return (f'<text x="{x:.1f}" y="{bottom}" dy="1.35em" text-anchor="middle" class="small">'
+    return (f'<text x="{x:.1f}" y="{bottom}" dy="{X_LABEL_DY}em" text-anchor="middle" class="small">'
             f'{escape(label)}</text>')
 
 
