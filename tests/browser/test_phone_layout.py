@@ -198,3 +198,34 @@ def test_an_empty_chart_says_so_legibly_on_a_phone(plain_http, live_server, oper
         assert min(sizes) >= LEGIBLE_PX, f"{width}px: 'No data in this range' drawn at {min(sizes):.1f}px"
     page.locator("#chart-completion").screenshot(path=ARTIFACTS / "phone-chart-empty.png")
     page.close()
+
+
+def test_olga_reads_every_column_of_the_task_list_and_stuck_work_on_a_small_phone(plain_http, live_server, operator,
+                                                                                   make_task, browser):
+    """At 320px each task is a card with all of it on screen: the tables showed #, Document and
+    Status, and their five other columns sat off to the side, reached only by scrolling the table
+    (with the keyboard: arrow keys on one of its links, which nothing says)."""
+    make_task(doc_type="Invoice", status="completed", routed_to="finance_director", confidence=0.93,
+              cost_usd="0.0042", filename="northwind-traders-invoice-1.txt")
+    make_task(doc_type="Invoice", status="running", current_step="verify", filename="globex-services-invoice-2.txt",
+              lease_owner="celery@worker-1:4242", lease_expires_at=timezone.now() - timedelta(minutes=5),
+              enqueued_at=timezone.now() - timedelta(minutes=20))
+    page = log_in(browser, live_server, "olga", {"width": 320, "height": 700})
+    problems = []
+    for path, row, parts in (("/tasks/", "#task-rows tr", ("northwind", "Completed", "Invoice", "finance_director",
+                                                           "0.93", "$0.0042", "ago")),
+                             ("/stuck/", "table.stuck tbody tr", ("globex", "Running", "verify", "celery@worker-1:4242",
+                                                                  "expired"))):
+        page.goto(live_server.url + path)
+        assert_fits(page)
+        task = page.locator(row).filter(has_text=parts[0])
+        assert all(part in task.inner_text() for part in parts), task.inner_text()
+        cells = task.locator("td")
+        assert cells.count() == 8
+        for n in range(8):
+            box = cells.nth(n).bounding_box()
+            if not box or box["x"] < 0 or box["x"] + box["width"] > 320:
+                problems.append(f"{path}: {cells.nth(n).inner_text()!r} not on screen ({box})")
+        page.screenshot(path=ARTIFACTS / f"phone-320-{path.strip('/')}.png", full_page=True)
+    page.close()
+    assert problems == [], "\n".join(problems)
