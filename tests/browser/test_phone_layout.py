@@ -205,8 +205,10 @@ def test_olga_reads_every_column_of_the_task_list_and_stuck_work_on_a_small_phon
     """At 320px each task is a card with all of it on screen: the tables showed #, Document and
     Status, and their five other columns sat off to the side, reached only by scrolling the table
     (with the keyboard: arrow keys on one of its links, which nothing says)."""
-    make_task(doc_type="Invoice", status="completed", routed_to="finance_director", confidence=0.93,
-              cost_usd="0.0042", filename="northwind-traders-invoice-1.txt")
+    done = make_task(doc_type="Invoice", status="completed", routed_to="finance_director", confidence=0.93,
+                     cost_usd="0.0042", filename="northwind-traders-invoice-1.txt")
+    # Created a while ago, so that its Created column reads "... ago" (a second-old task's says "now").
+    Task.objects.filter(pk=done.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     make_task(doc_type="Invoice", status="running", current_step="verify", filename="globex-services-invoice-2.txt",
               lease_owner="celery@worker-1:4242", lease_expires_at=timezone.now() - timedelta(minutes=5),
               enqueued_at=timezone.now() - timedelta(minutes=20))
