@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
-from reviews.impact import impact_of_rule
+from reviews.impact import impact_of_deleting_rule, impact_of_rule
 
 from .models import (
     ApiToken, Budget, BulkRetry, BulkRetryItem, DeadLetter, ModelPrice, OperatorAction, RoutingRule, Step, SweepAction,
@@ -13,15 +13,19 @@ from .models import (
 class RoutingRuleAdmin(ImpactPreviewAdmin, AuditedAdmin):
     """Saving a change that affects routing first previews its impact on the last 1,000 routed
     tasks; every change is in the audit trail (reviews/admin_tools.py). RoutingRule.clean() refuses
-    a condition the route step cannot apply, before any preview. No list_editable: the list saves
+    a condition the route step cannot apply, before any preview. Deleting one shows its impact too. No list_editable: the list saves
     without the preview, and a rule switched off or moved ahead reroutes as much as a new value."""
 
     list_display = ("name", "priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
     list_filter = ("active", "doc_type", "queue")
     impact_fields = ("priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
+    delete_hint = "To stop a rule for a while, untick Active on its page instead: it keeps its place and history."
 
     def impact(self, candidate):
         return impact_of_rule(candidate)
+
+    def impact_of_deleting(self, obj):
+        return impact_of_deleting_rule(obj)
 
 
 @admin.register(Budget)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from .admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
-from .impact import impact_of_policy
+from .impact import impact_of_deleting_policy, impact_of_policy
 from .models import Approval, AuditEvent, AutoApprovePolicy, Queue, RejectionReason
 from .services import queue_deadlines_apply
 
@@ -32,9 +32,13 @@ class RejectionReasonAdmin(AuditedAdmin):
 class AutoApprovePolicyAdmin(ImpactPreviewAdmin, AuditedAdmin):
     list_display = ("__str__", "enabled", "min_confidence", "max_amount")
     impact_fields = ("enabled", "min_confidence", "max_amount")
+    delete_hint = "With no policy left, nothing is auto-approved: every action waits for a person."
 
     def impact(self, candidate):
         return impact_of_policy(candidate)
+
+    def impact_of_deleting(self, obj):
+        return impact_of_deleting_policy(obj)
 
 
 @admin.register(Approval)

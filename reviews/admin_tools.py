@@ -6,6 +6,7 @@ routing rules):
 - ReadOnlyAdmin: records that are history (audit trails, logs): viewable, never edited or deleted.
 - ImpactPreviewAdmin: saving a change that affects routing first shows how the last 1,000 routed
   tasks would route under the new values compared with now, with a button to save it for real.
+  Deleting one shows the same on its delete page; there is no bulk delete, which would skip it.
 """
 from __future__ import annotations
 
@@ -81,12 +82,31 @@ class AuditedAdmin(admin.ModelAdmin):
 
 
 class ImpactPreviewAdmin(admin.ModelAdmin):
-    """Subclasses set `impact_fields` (a change to any of them is previewed) and `impact()`."""
+    """Subclasses set `impact_fields` (a change to any of them is previewed), `impact()` and
+    `impact_of_deleting()`."""
 
     impact_fields: tuple[str, ...] = ()
+    delete_confirmation_template = "admin/reviews/delete_with_impact.html"
+    delete_hint = ""
 
     def impact(self, candidate):
         raise NotImplementedError
+
+    def impact_of_deleting(self, obj):
+        raise NotImplementedError
+
+    def get_actions(self, request):
+        # "Delete selected" would delete without the impact each row's delete page shows.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None and request.method != "POST":
+            extra_context = {**(extra_context or {}), "impact": self.impact_of_deleting(obj),
+                             "delete_hint": self.delete_hint}
+        return super().delete_view(request, object_id, extra_context)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if (request.method == "POST" and CONFIRM not in request.POST and IS_POPUP_VAR not in request.POST

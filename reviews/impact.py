@@ -8,6 +8,7 @@ review that do not depend on the rules or the policy) with orchestrator/workers/
 from __future__ import annotations
 
 from collections import Counter
+from copy import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -139,6 +140,26 @@ def impact_of_rule(candidate: RoutingRule, limit: int = SAMPLE) -> Impact:
     policy = AutoApprovePolicy.current()
     return impact_compare(rules_now=current_rules(), rules_new=rules_with(candidate), policy_now=policy,
                           policy_new=policy, limit=limit)
+
+
+def impact_of_deleting_rule(rule: RoutingRule, limit: int = SAMPLE) -> Impact:
+    """As if `rule` were gone: the same as switching it off."""
+    gone = copy(rule)
+    gone.active = False
+    return impact_of_rule(gone, limit)
+
+
+def impact_of_deleting_policy(policy: AutoApprovePolicy, limit: int = SAMPLE) -> Impact:
+    """The next row takes over, or with none left auto-approval is off (AutoApprovePolicy.current())."""
+    policy_now = AutoApprovePolicy.current()
+    if policy.pk != policy_now.pk:
+        policy_new = policy_now
+    else:
+        policy_new = AutoApprovePolicy.objects.exclude(pk=policy.pk).order_by("id").first() or \
+            AutoApprovePolicy(enabled=False)
+    rules = current_rules()
+    return impact_compare(rules_now=rules, rules_new=rules, policy_now=policy_now, policy_new=policy_new,
+                          limit=limit)
 
 
 def impact_of_policy(candidate: AutoApprovePolicy, limit: int = SAMPLE) -> Impact:
