@@ -381,20 +381,61 @@ class TuningVersion(models.Model):
 
 
 class WorkerConfig(models.Model):
-    """How one worker kind calls the model. Editing the prompt should bump the version."""
+    """How one worker kind calls the model. A changed prompt gets a new version (clean())."""
 
-    worker = models.CharField(max_length=20, unique=True)
-    model = models.CharField(max_length=100, help_text="Model name, or deployment name on Azure OpenAI")
-    prompt = models.TextField()
-    version = models.CharField(max_length=50, default="v1")
-    max_retries = models.PositiveIntegerField(default=4, help_text="Retries of transient failures")
-    timeout_s = models.FloatField(default=30)
+    worker = models.CharField(max_length=20, unique=True, help_text="classify, extract or verify")
+    model = models.CharField(
+        max_length=100, help_text="Model name, or deployment name on Azure OpenAI. Needs a model price in force")
+    prompt = models.TextField(help_text="extract: {doc_type} and {schema} are filled in for each document")
+    version = models.CharField(max_length=50, default="v1",
+                               help_text="Recorded on every step; give a changed prompt a new one")
+    max_retries = models.PositiveIntegerField(
+        default=4, help_text="Retries of transient failures (timeouts, 429, 5xx) before the task is dead-lettered")
+    timeout_s = models.FloatField("timeout (seconds)", default=30, help_text="Seconds one model call may take")
     max_reasks = models.PositiveIntegerField(default=2, help_text="Re-asks after an invalid answer")
-    max_tool_rounds = models.PositiveIntegerField(default=6, help_text="Verify: model turns with tool calls")
+    max_tool_rounds = models.PositiveIntegerField(
+        default=6, help_text="Verify: model turns with tool calls before it counts as a loop")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"{self.worker} ({self.model}, {self.version})"
+
+    def clean(self) -> None:
+        """Only what the workers can run with: each of these saved fine and then failed quietly
+        (calls counted as $0 with no price) or loudly (every call timing out, every verify
+        taken for a loop) on every task."""
+        from datetime import date
+
+        from django.conf import settings
+
+        errors = {}
+        models_used = ("classify", "extract", "verify")
+        if self.worker not in models_used:
+            errors["worker"] = (f"There is no worker \"{self.worker}\": the workers that call a model are "
+                                f"{', '.join(models_used)}.")
+        if self.model and not ModelPrice.objects.filter(model=self.model, effective_from__lte=date.today()).exists():
+            errors["model"] = (f"No price for \"{self.model}\" is in force today: add it under Model prices first "
+                               "(on Azure OpenAI, under the deployment name). Without one its calls count as $0 and "
+                               "the cost budget never stops a task.")
+        # The lease is renewed at most every third of it, so a call must end within two thirds.
+        longest = int(settings.STEWARD_LEASE_S * 2 / 3)
+        if self.timeout_s is not None and not 1 <= self.timeout_s <= longest:
+            errors["timeout_s"] = (f"The timeout is in seconds, from 1 to {longest}: shorter, every call times out "
+                                   f"and every task is dead-lettered; longer than two thirds of the task's lease "
+                                   f"(STEWARD_LEASE_S, {settings.STEWARD_LEASE_S:g} s), the sweeper may hand the "
+                                   "task to another worker while the call is still running.")
+        if self.worker == "verify" and self.max_tool_rounds == 0:
+            errors["max_tool_rounds"] = ("Verify needs at least 1 round with tool calls: with 0, its first tool "
+                                         "call is taken for a loop and every task is dead-lettered.")
+        if self.worker == "extract" and self.prompt and not ("{doc_type}" in self.prompt and "{schema}" in self.prompt):
+            errors["prompt"] = ("The extract prompt must keep {doc_type} and {schema}: they give the model the "
+                                "document type and the JSON schema its answer must follow.")
+        stored = WorkerConfig.objects.filter(pk=self.pk).values("prompt", "version").first() if self.pk else None
+        if stored and stored["prompt"] != self.prompt and stored["version"] == self.version:
+            errors["version"] = (f"You changed the prompt: give it a new version (it is \"{self.version}\"), so "
+                                 "each step says which prompt it ran with.")
+        if errors:
+            raise ValidationError(errors)
 
 
 class ApiToken(models.Model):

@@ -106,3 +106,90 @@ def test_the_auto_approve_policy_bounds_themselves_are_accepted(admin_user, clie
     assert response.status_code == 302
     policy.refresh_from_db()
     assert (policy.min_confidence, policy.max_amount) == (1, 0)
+
+
+# --- Worker configs ---------------------------------------------------------------------------
+
+
+def worker_form(name: str = "extract", **values) -> dict:
+    from orchestrator.models import WorkerConfig
+
+    row = WorkerConfig.objects.get(worker=name)
+    form = {"worker": row.worker, "model": row.model, "prompt": row.prompt, "version": row.version,
+            "max_retries": row.max_retries, "timeout_s": row.timeout_s, "max_reasks": row.max_reasks,
+            "max_tool_rounds": row.max_tool_rounds, **values}
+    return {k: v for k, v in form.items() if v != ""}
+
+
+def worker_url(worker: str = "extract") -> str:
+    from orchestrator.models import WorkerConfig
+
+    return f"/admin/orchestrator/workerconfig/{WorkerConfig.objects.get(worker=worker).pk}/change/"
+
+
+def test_a_worker_model_without_a_price_is_refused(admin_user, client_for):
+    """The reported case: extract moved to gpt-4.1, which has no price: every call was counted as
+    $0, so the charts showed it free and the cost budget could never stop a task."""
+    from datetime import date, timedelta
+
+    from orchestrator.models import ModelPrice, WorkerConfig
+
+    client = client_for(admin_user)
+    message = ('No price for "gpt-4.1" is in force today: add it under Model prices first (on Azure OpenAI, '
+               'under the deployment name). Without one its calls count as $0 and the cost budget never stops a task.')
+
+    assert_refused(client.post(worker_url(), worker_form(model="gpt-4.1")), "model", message)
+    # A price that starts next month does not price today's calls either.
+    ModelPrice.objects.create(model="gpt-4.1", input_per_1m=2, cached_input_per_1m=0.5, output_per_1m=8,
+                              effective_from=date.today() + timedelta(days=30))
+    assert_refused(client.post(worker_url(), worker_form(model="gpt-4.1")), "model", message)
+    assert WorkerConfig.objects.get(worker="extract").model == "gpt-4o-mini"
+
+    ModelPrice.objects.create(model="gpt-4.1", input_per_1m=2, cached_input_per_1m=0.5, output_per_1m=8,
+                              effective_from=date.today())
+    assert client.post(worker_url(), worker_form(model="gpt-4.1")).status_code == 302
+    assert WorkerConfig.objects.get(worker="extract").model == "gpt-4.1"
+
+
+def test_a_changed_prompt_needs_a_new_version(admin_user, client_for):
+    """Steps record the prompt version they ran with: two prompts under one version cannot be told apart."""
+    from orchestrator.models import WorkerConfig
+
+    client = client_for(admin_user)
+    prompt = WorkerConfig.objects.get(worker="extract").prompt + "\nGive the currency as an ISO code."
+
+    assert_refused(client.post(worker_url(), worker_form(prompt=prompt)), "version",
+                   'You changed the prompt: give it a new version (it is "v1"), so each step says which prompt it ran with.')
+    assert client.post(worker_url(), worker_form(prompt=prompt, version="v2")).status_code == 302
+    assert WorkerConfig.objects.get(worker="extract").version == "v2"
+
+
+@pytest.mark.parametrize("values, field, message", [
+    ({"timeout_s": "0"}, "timeout_s", "The timeout is in seconds, from 1 to 200"),
+    ({"timeout_s": "600"}, "timeout_s", "The timeout is in seconds, from 1 to 200"),
+    ({"prompt": "Extract the fields as JSON.\n{schema}", "version": "v2"}, "prompt",
+     "The extract prompt must keep {doc_type} and {schema}"),
+    ({"worker": "extractor"}, "worker", 'There is no worker "extractor": the workers that call a model are '
+                                        "classify, extract, verify."),
+])
+def test_a_worker_config_the_workers_cannot_run_with_is_refused(admin_user, client_for, values, field, message):
+    from orchestrator.models import WorkerConfig
+
+    assert_refused(client_for(admin_user).post(worker_url(), worker_form(**values)), field, message)
+    row = WorkerConfig.objects.get(worker="extract")
+    assert (row.timeout_s, row.version) == (30, "v1") and "{doc_type}" in row.prompt
+
+
+def test_verify_needs_at_least_one_tool_round(admin_user, client_for):
+    """With 0 rounds, verify's first tool call is taken for a loop: every task is dead-lettered."""
+    assert_refused(client_for(admin_user).post(worker_url("verify"), worker_form("verify", max_tool_rounds="0")),
+                   "max_tool_rounds", "Verify needs at least 1 round with tool calls")
+
+
+def test_worker_config_fields_say_their_units(admin_user, client_for):
+    from orchestrator.models import WorkerConfig
+
+    page = client_for(admin_user).get(worker_url()).text
+
+    assert WorkerConfig._meta.get_field("timeout_s").verbose_name == "timeout (seconds)"
+    assert "Seconds one model call may take" in page and "Retries of transient failures" in page
