@@ -341,15 +341,36 @@ class Budget(models.Model):
     """Per-task ceilings, checked before every model call. The active row with the lowest id applies."""
 
     name = models.CharField(max_length=100, unique=True)
-    max_llm_calls = models.PositiveIntegerField(default=30)
-    max_tool_calls = models.PositiveIntegerField(default=40)
-    max_tokens = models.PositiveIntegerField(default=200_000)
-    max_cost_usd = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("1.00"))
-    active = models.BooleanField(default=True)
+    max_llm_calls = models.PositiveIntegerField(
+        "max LLM calls", default=30, help_text="Per task, over all its steps and retries")
+    max_tool_calls = models.PositiveIntegerField(default=40, help_text="Per task: verify's lookups")
+    max_tokens = models.PositiveIntegerField(default=200_000, help_text="Per task: input and output tokens together")
+    max_cost_usd = models.DecimalField(
+        "max cost (USD)", max_digits=10, decimal_places=4, default=Decimal("1.00"),
+        help_text="Per task, in US dollars, priced from the model prices")
+    active = models.BooleanField(
+        default=True, help_text="Only one budget applies: the active one created first. A task over it is "
+                                "dead-lettered as a suspected loop.")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """No ceiling that stops every task (the first check, before any call, would find it
+        reached), and never no budget at all: invariant 6 needs one to check."""
+        errors = {}
+        stops_all = "a ceiling of 0 stops every task before its first model call and dead-letters it as a suspected loop."
+        for name in ("max_llm_calls", "max_tool_calls", "max_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                errors[name] = f"At least 1: {stops_all}"
+        if self.max_cost_usd is not None and self.max_cost_usd <= 0:
+            errors["max_cost_usd"] = f"More than $0: {stops_all}"
+        if not self.active and not Budget.objects.filter(active=True).exclude(pk=self.pk).exists():
+            errors["active"] = ("This is the only active budget: switched off, tasks would run with no ceiling at all "
+                                "and a looping agent would never be stopped. Make another budget active first.")
+        if errors:
+            raise ValidationError(errors)
 
 
 class ModelPrice(models.Model):

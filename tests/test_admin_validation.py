@@ -193,3 +193,48 @@ def test_worker_config_fields_say_their_units(admin_user, client_for):
 
     assert WorkerConfig._meta.get_field("timeout_s").verbose_name == "timeout (seconds)"
     assert "Seconds one model call may take" in page and "Retries of transient failures" in page
+
+
+# --- Budgets ----------------------------------------------------------------------------------
+
+
+def budget_form(**values) -> dict:
+    form = {"name": "default", "max_llm_calls": 30, "max_tool_calls": 40, "max_tokens": 200000,
+            "max_cost_usd": "1.00", "active": "on", **values}
+    return {k: v for k, v in form.items() if v != ""}
+
+
+@pytest.mark.parametrize("values, field, message", [
+    ({"max_llm_calls": "0"}, "max_llm_calls", "At least 1: a ceiling of 0 stops every task before its first "
+                                              "model call and dead-letters it as a suspected loop."),
+    ({"max_tool_calls": "0"}, "max_tool_calls", "At least 1: a ceiling of 0 stops every task"),
+    ({"max_tokens": "0"}, "max_tokens", "At least 1: a ceiling of 0 stops every task"),
+    ({"max_cost_usd": "0"}, "max_cost_usd", "More than $0: a ceiling of 0 stops every task"),
+    ({"max_cost_usd": "-1"}, "max_cost_usd", "More than $0: a ceiling of 0 stops every task"),
+    ({"active": ""}, "active", "This is the only active budget: switched off, tasks would run with no ceiling at "
+                               "all and a looping agent would never be stopped. Make another budget active first."),
+])
+def test_a_budget_that_stops_every_task_or_none_is_refused(admin_user, client_for, values, field, message):
+    from orchestrator.models import Budget
+
+    budget = Budget.objects.get(name="default")
+    url = f"/admin/orchestrator/budget/{budget.pk}/change/"
+
+    assert_refused(client_for(admin_user).post(url, budget_form(**values)), field, message)
+    budget.refresh_from_db()
+    assert (budget.max_llm_calls, budget.max_cost_usd, budget.active) == (30, 1, True)
+
+
+def test_the_budget_page_says_what_each_ceiling_counts_and_which_budget_applies(admin_user, client_for):
+    from orchestrator.models import Budget
+
+    client = client_for(admin_user)
+    page = client.get(f"/admin/orchestrator/budget/{Budget.objects.get(name='default').pk}/change/").text
+
+    assert "Per task, over all its steps and retries" in page
+    assert "input and output tokens together" in page and "US dollars" in page
+    assert "Only one budget applies: the active one created first." in page
+    # A second budget is allowed, and the first one can then be switched off.
+    assert client.post("/admin/orchestrator/budget/add/", budget_form(name="bigger", max_cost_usd="2.50")).status_code == 302
+    default = Budget.objects.get(name="default")
+    assert client.post(f"/admin/orchestrator/budget/{default.pk}/change/", budget_form(active="")).status_code == 302
