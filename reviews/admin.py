@@ -25,7 +25,23 @@ class QueueAdmin(AuditedAdmin):
 
 @admin.register(RejectionReason)
 class RejectionReasonAdmin(AuditedAdmin):
+    """A reason reviewers gave is kept by their decisions (Approval.rejection_reason, PROTECT):
+    it is retired (Active unticked), never deleted."""
+
     list_display = ("code", "label", "active")
+    list_filter = ("active",)
+    delete_confirmation_template = "admin/reviews/rejectionreason/delete_confirmation.html"
+
+    def get_deleted_objects(self, objs, request):
+        # Django lists the decisions as objects this account may not delete, as if another could;
+        # they are history that keeps the reason, so show them as what protects it.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        used = Approval.objects.filter(rejection_reason__in=list(objs)).order_by("id")
+        if used.exists():
+            perms_needed = set()
+            protected = [str(approval) for approval in used[:20]] + (
+                [f"… and {used.count() - 20} more"] if used.count() > 20 else [])
+        return deleted, counts, perms_needed, protected
 
 
 @admin.register(AutoApprovePolicy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -46,15 +47,22 @@ class Queue(models.Model):
 
 
 class RejectionReason(models.Model):
-    code = models.SlugField(max_length=50, unique=True)
-    label = models.CharField(max_length=200)
-    active = models.BooleanField(default=True)
+    code = models.SlugField(max_length=50, unique=True,
+                            help_text="What the API returns for decisions with this reason; keep it once used")
+    label = models.CharField(max_length=200, help_text="What reviewers pick from, and what decisions show")
+    active = models.BooleanField(
+        default=True, help_text="Unticked: retired. Reviewers no longer see it; past decisions keep it.")
 
     class Meta:
         ordering = ["label"]
 
     def __str__(self) -> str:
         return self.label
+
+    def clean(self) -> None:
+        if not self.active and not RejectionReason.objects.filter(active=True).exclude(pk=self.pk).exists():
+            raise ValidationError({"active": "This is the only active reason: with none, reviewers could not reject "
+                                             "anything. Add or reactivate another first."})
 
 
 # A validator message is %-formatted with the value: "%%" is a percent sign.
