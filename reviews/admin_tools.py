@@ -39,6 +39,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class AuditedAdmin(admin.ModelAdmin):
+    # The History button shows the audit trail's values before and after, not only "Changed Value.".
+    object_history_template = "admin/reviews/object_history_audited.html"
+
+    def history_view(self, request, object_id, extra_context=None):
+        events = list(AuditEvent.objects.filter(object_type=self.model._meta.label_lower,
+                                                object_id=str(unquote(object_id))).order_by("-created_at", "-id")[:200])
+        for event in events:
+            data = event.data or {}
+            pairs = data.get("changes") or {name: [None, value] for name, value in (data.get("values") or {}).items()}
+            event.field_changes = list(pairs.items())
+        return super().history_view(request, object_id, {**(extra_context or {}), "audit_events": events})
+
     def save_model(self, request, obj, form, change):
         stored = type(obj)._default_manager.filter(pk=obj.pk).first() if change and obj.pk else None
         _before_store(request)[id(obj)] = snapshot(stored) if stored is not None else None

@@ -82,3 +82,28 @@ def test_audit_events_are_read_only_in_admin(admin_user, client_for, pending, re
     assert client.post(f"/admin/reviews/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
     assert client.get("/admin/reviews/approval/").status_code == 200
     assert client.post(f"/admin/reviews/approval/{approval.pk}/change/", {"status": "rejected"}).status_code == 403
+
+
+def test_the_history_button_shows_each_change_with_its_values_before_and_after(admin_user, client_for):
+    """Django's own history said only "Changed Value." for the finance threshold; the values
+    were in Audit events, which the History button never led to."""
+    from orchestrator.models import Budget, RoutingRule
+
+    rule = RoutingRule.objects.get(name="Invoice amount > 10,000")
+    budget = Budget.objects.get(name="default")
+    client = client_for(admin_user)
+    client.post(f"/admin/orchestrator/routingrule/{rule.pk}/change/", {
+        "name": rule.name, "priority": rule.priority, "doc_type": "Invoice", "field": "amount", "operator": "gt",
+        "value": "5000", "queue": rule.queue_id, "requires_approval": "on", "active": "on",
+        "_impact_confirmed": "1"})
+    client.post(f"/admin/orchestrator/budget/{budget.pk}/change/", {
+        "name": "default", "max_llm_calls": 30, "max_tool_calls": 40, "max_tokens": 200000, "max_cost_usd": "2.50",
+        "active": "on"})
+
+    rule_history = client.get(f"/admin/orchestrator/routingrule/{rule.pk}/history/").text
+    budget_history = client.get(f"/admin/orchestrator/budget/{budget.pk}/history/").text
+
+    assert "value" in rule_history and "10000" in rule_history and "5000" in rule_history
+    assert "adam" in rule_history
+    assert "max_cost_usd" in budget_history and "1.0000" in budget_history and "2.50" in budget_history
+    assert "5000" not in budget_history  # each object's own history only
