@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KeyTextTransform
@@ -373,14 +374,23 @@ class Budget(models.Model):
             raise ValidationError(errors)
 
 
+# A negative price would make calls lower a task's cost, so the cost budget would never stop it.
+NO_NEGATIVE_PRICE = MinValueValidator(0, "A price cannot be negative: enter 0 or more (0 for a free model).")
+
+
 class ModelPrice(models.Model):
     """Price per 1M tokens by kind. Reasoning tokens are billed as output (they are part of it)."""
 
     model = models.CharField(max_length=100)
-    input_per_1m = models.DecimalField(max_digits=10, decimal_places=4)
-    cached_input_per_1m = models.DecimalField(max_digits=10, decimal_places=4)
-    output_per_1m = models.DecimalField(max_digits=10, decimal_places=4)
-    effective_from = models.DateField()
+    input_per_1m = models.DecimalField(max_digits=10, decimal_places=4, validators=[NO_NEGATIVE_PRICE],
+                                       help_text="US dollars per 1M input tokens")
+    cached_input_per_1m = models.DecimalField(
+        max_digits=10, decimal_places=4, validators=[NO_NEGATIVE_PRICE],
+        help_text="US dollars per 1M input tokens the provider served from its prompt cache")
+    output_per_1m = models.DecimalField(max_digits=10, decimal_places=4, validators=[NO_NEGATIVE_PRICE],
+                                        help_text="US dollars per 1M output tokens (reasoning tokens included)")
+    effective_from = models.DateField(
+        help_text="From this day on, calls of this model cost this, until a later price of the same model")
 
     class Meta:
         ordering = ["model", "-effective_from"]

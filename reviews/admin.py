@@ -50,6 +50,10 @@ class AutoApprovePolicyAdmin(ImpactPreviewAdmin, AuditedAdmin):
     impact_fields = ("enabled", "min_confidence", "max_amount")
     delete_hint = "With no policy left, nothing is auto-approved: every action waits for a person."
 
+    def has_add_permission(self, request) -> bool:
+        # One policy: only the first is read (AutoApprovePolicy.current), a second would be ignored.
+        return super().has_add_permission(request) and not AutoApprovePolicy.objects.exists()
+
     def impact(self, candidate):
         return impact_of_policy(candidate)
 

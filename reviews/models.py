@@ -21,7 +21,8 @@ class Queue(models.Model):
     description = models.CharField(max_length=200, blank=True)
     reviewers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="review_queues")
     sla_minutes = models.PositiveIntegerField(
-        default=240, help_text="Still pending after this long: escalated (escalation email, flagged in the inbox)"
+        default=240, help_text="Still pending after this long: escalated (escalation email, flagged in the inbox)",
+        validators=[MinValueValidator(1, "At least 1 minute: with 0, every approval is escalated as it arrives.")],
     )
     escalation_email = models.EmailField(blank=True)
     expiry_minutes = models.PositiveIntegerField(
@@ -44,6 +45,13 @@ class Queue(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # An approval expiring first is never escalated: nobody hears it was late, it just ends rejected.
+        if self.expiry_minutes is not None and self.sla_minutes and self.expiry_minutes <= self.sla_minutes:
+            raise ValidationError({"expiry_minutes": (
+                f"Longer than the SLA ({self.sla_minutes} minutes): approvals would expire before anyone is told "
+                "they are late. Leave it empty for approvals that never expire.")})
 
 
 class RejectionReason(models.Model):

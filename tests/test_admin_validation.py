@@ -238,3 +238,80 @@ def test_the_budget_page_says_what_each_ceiling_counts_and_which_budget_applies(
     assert client.post("/admin/orchestrator/budget/add/", budget_form(name="bigger", max_cost_usd="2.50")).status_code == 302
     default = Budget.objects.get(name="default")
     assert client.post(f"/admin/orchestrator/budget/{default.pk}/change/", budget_form(active="")).status_code == 302
+
+
+# --- The auto-approve policy: one ---------------------------------------------------------------
+
+
+def test_a_second_auto_approve_policy_cannot_be_added(admin_user, client_for):
+    """Only the first policy is read (AutoApprovePolicy.current): a second one was saved and then
+    silently ignored, whatever the admin set in it."""
+    client = client_for(admin_user)
+
+    assert client.get("/admin/reviews/autoapprovepolicy/add/").status_code == 403
+    assert "/admin/reviews/autoapprovepolicy/add/" not in client.get("/admin/reviews/autoapprovepolicy/").text
+    assert AutoApprovePolicy.objects.count() == 1
+
+    # With none left (deleted), one can be added again.
+    AutoApprovePolicy.objects.all().delete()
+    assert client.get("/admin/reviews/autoapprovepolicy/add/").status_code == 200
+
+
+# --- Model prices -----------------------------------------------------------------------------
+
+
+def price_form(**values) -> dict:
+    form = {"model": "gpt-test", "input_per_1m": "0.40", "cached_input_per_1m": "0.10", "output_per_1m": "1.60",
+            "effective_from": "2026-12-01", **values}
+    return {k: v for k, v in form.items() if v != ""}
+
+
+@pytest.mark.parametrize("field", ["input_per_1m", "cached_input_per_1m", "output_per_1m"])
+def test_a_negative_price_is_refused(admin_user, client_for, field):
+    """A negative price made every call of that model lower the task's cost, so the cost budget
+    never stopped it."""
+    from orchestrator.models import ModelPrice
+
+    response = client_for(admin_user).post("/admin/orchestrator/modelprice/add/", price_form(**{field: "-0.5"}))
+
+    assert response.status_code == 200
+    assert "A price cannot be negative" in " ".join(response.context["adminform"].form.errors.get(field, []))
+    assert not ModelPrice.objects.filter(model="gpt-test").exists()
+
+
+def test_the_price_page_says_its_unit(admin_user, client_for):
+    page = client_for(admin_user).get("/admin/orchestrator/modelprice/add/").text
+
+    assert "US dollars per 1M input tokens" in page and "US dollars per 1M output tokens" in page
+    assert "From this day on" in page
+
+
+# --- Queues -----------------------------------------------------------------------------------
+
+
+def queue_form(**values) -> dict:
+    form = {"name": "payables", "description": "Supplier payments", "sla_minutes": "60", "expiry_minutes": "",
+            "action_kind": "webhook", "notify_reviewers": "on", **values}
+    return {k: v for k, v in form.items() if v != ""}
+
+
+@pytest.mark.parametrize("values, field, message", [
+    ({"sla_minutes": "0"}, "sla_minutes", "At least 1 minute: with 0, every approval is escalated as it arrives."),
+    ({"expiry_minutes": "60"}, "expiry_minutes",
+     "Longer than the SLA (60 minutes): approvals would expire before anyone is told they are late."),
+    ({"expiry_minutes": "30"}, "expiry_minutes", "Longer than the SLA (60 minutes)"),
+    ({"expiry_minutes": "0"}, "expiry_minutes", "Longer than the SLA (60 minutes)"),
+])
+def test_a_queue_whose_deadlines_cannot_work_is_refused(admin_user, client_for, values, field, message):
+    response = client_for(admin_user).post("/admin/reviews/queue/add/", queue_form(**values))
+
+    assert response.status_code == 200
+    assert message in " ".join(response.context["adminform"].form.errors.get(field, []))
+    assert not Queue.objects.filter(name="payables").exists()
+
+
+def test_a_queue_with_sound_deadlines_is_saved(admin_user, client_for):
+    response = client_for(admin_user).post("/admin/reviews/queue/add/", queue_form(expiry_minutes="61"))
+
+    assert response.status_code == 302
+    assert Queue.objects.get(name="payables").expiry_minutes == 61
