@@ -32,6 +32,18 @@ class RoutingRuleAdmin(ImpactPreviewAdmin, AuditedAdmin):
 class BudgetAdmin(AuditedAdmin):
     list_display = ("name", "max_llm_calls", "max_tool_calls", "max_tokens", "max_cost_usd", "active")
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # As switching it off (Budget.clean): without an active budget no ceiling stops a loop.
+        if obj is not None and obj.active and not Budget.objects.filter(active=True).exclude(pk=obj.pk).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        # "Delete selected" could take every active budget at once; each is deleted from its page.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(AuditedAdmin):

@@ -32,6 +32,12 @@ class RejectionReasonAdmin(AuditedAdmin):
     list_filter = ("active",)
     delete_confirmation_template = "admin/reviews/rejectionreason/delete_confirmation.html"
 
+    def get_readonly_fields(self, request, obj=None):
+        # The code is what the API answers for past decisions: once given, renaming it rewrites them.
+        if obj is not None and Approval.objects.filter(rejection_reason=obj).exists():
+            return ("code",)
+        return ()
+
     def get_deleted_objects(self, objs, request):
         # Django lists the decisions as objects this account may not delete, as if another could;
         # they are history that keeps the reason, so show them as what protects it.

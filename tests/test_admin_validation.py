@@ -315,3 +315,21 @@ def test_a_queue_with_sound_deadlines_is_saved(admin_user, client_for):
 
     assert response.status_code == 302
     assert Queue.objects.get(name="payables").expiry_minutes == 61
+
+
+def test_the_only_active_budget_cannot_be_deleted(admin_user, client_for):
+    """Switching it off is refused (no ceiling at all); deleting it did the same, from its page or
+    the list."""
+    from orchestrator.models import Budget
+
+    budget = Budget.objects.get(name="default")
+    client = client_for(admin_user)
+
+    assert client.get(f"/admin/orchestrator/budget/{budget.pk}/delete/").status_code == 403
+    client.post("/admin/orchestrator/budget/", {"action": "delete_selected", "_selected_action": [budget.pk],
+                                                "post": "yes"})
+    assert Budget.objects.filter(pk=budget.pk).exists()
+    # Another active budget first, and then it can go.
+    assert client.post("/admin/orchestrator/budget/add/", budget_form(name="bigger")).status_code == 302
+    assert client.post(f"/admin/orchestrator/budget/{budget.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Budget.objects.filter(pk=budget.pk).exists()

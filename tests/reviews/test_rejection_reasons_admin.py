@@ -68,3 +68,20 @@ def test_the_reason_fields_say_what_they_do(admin_user, client_for):
 
     assert "Unticked: retired. Reviewers no longer see it; past decisions keep it." in page
     assert "What the API returns for decisions with this reason" in page
+
+
+def test_a_reason_reviewers_gave_keeps_its_code(rejected, admin_user, client_for):
+    """The code is what the API answers for past decisions: renaming it after use rewrote them
+    (a decision read as "wrong-amount" yesterday read as "bad-total" today)."""
+    reason = RejectionReason.objects.get(code="wrong-amount")
+    client = client_for(admin_user)
+
+    page = client.get(f"{REASONS}{reason.pk}/change/").text
+    client.post(f"{REASONS}{reason.pk}/change/", {"code": "bad-total", "label": "Total is wrong", "active": "on"})
+
+    assert 'name="code"' not in page  # shown, not editable
+    assert RejectionReason.objects.get(pk=reason.pk).code == "wrong-amount"
+    assert RejectionReason.objects.get(pk=reason.pk).label == "Total is wrong"  # the label still can change
+    # An unused reason's code can still be corrected.
+    unused = RejectionReason.objects.exclude(pk=reason.pk).first()
+    assert 'name="code"' in client.get(f"{REASONS}{unused.pk}/change/").text
