@@ -70,4 +70,12 @@
   }
   document.addEventListener("DOMContentLoaded", function () { watch(document.body, false); });
   document.addEventListener("htmx:afterSettle", function (event) { watch(event.target, true); });
+
+  // A form marked data-reset-on-success empties itself once HTMX has sent it successfully (the
+  // upload form, ready for the next documents). Here rather than in an hx-on attribute: htmx runs
+  // those through eval, which the Content-Security-Policy refuses.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (event.detail.successful && form.matches && form.matches("form[data-reset-on-success]")) form.reset();
+  });
 })();

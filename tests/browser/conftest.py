@@ -50,11 +50,35 @@ def plain_http(settings):
     settings.CSRF_COOKIE_SECURE = False
 
 
+# Pages run under Steward's Content-Security-Policy, which refuses eval: give page.wait_for_function
+# a function ("() => ..."), not an expression, which Playwright evaluates with eval once it polls.
+#
+# Every Content-Security-Policy violation on a page, as the page itself sees it (the event fires
+# for blocked scripts, styles, eval and frames alike). Playwright adds this before the page's own
+# scripts run, on every document the page loads, whatever the policy says.
+CSP_LISTENER = """document.addEventListener("securitypolicyviolation", (e) => window.__cspViolation(
+  `${e.effectiveDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile || document.URL}:${e.lineNumber}`
+  + (e.sample ? ` (${e.sample})` : "")));"""
+
+
+def watch_csp(page) -> list[str]:
+    """The page's CSP violations from now on, filled in as they happen: each securitypolicyviolation
+    event, and each "Refused to ..." the browser writes to the console (it says which directive)."""
+    violations: list[str] = []
+    page.expose_function("__cspViolation", lambda text: violations.append(f"{page.url}: {text}"))
+    page.add_init_script(CSP_LISTENER)
+    page.on("console", lambda message: violations.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text or message.text.startswith("Refused to") else None)
+    return violations
+
+
 def log_in(browser, live_server, username: str, viewport: dict = DESKTOP):
     """A new page (15 s timeouts) signed in as one of tests/conftest.py's actors (password
-    pw-<username>), on the page Steward lands them on."""
+    pw-<username>), on the page Steward lands them on. Its CSP violations collect in
+    page.csp_violations (watch_csp)."""
     page = browser.new_page(viewport=viewport)
     page.set_default_timeout(15_000)
+    page.csp_violations = watch_csp(page)
     page.goto(f"{live_server.url}/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", f"pw-{username}")

@@ -77,7 +77,8 @@ def test_operator_reads_the_charts_on_desktop_and_phone(plain_http, live_server,
     # Switching the range is an HTMX swap that also updates the address bar.
     page.check("input[name=range][value='7d']")
     page.wait_for_url(re.compile(r"range=7d"))
-    page.wait_for_function("document.querySelector('#charts-body .hint').textContent.includes('periods of 1 day')")
+    page.wait_for_function("() => document.querySelector('#charts-body .hint').textContent"
+                           ".includes('periods of 1 day')")
     assert page.locator("section.chart").count() == 10
     assert page.locator("#chart-completion table.chart-data tbody tr").count() != first_rows
 

@@ -89,7 +89,7 @@ def wait_for_swap(page, selector: str, timeout: float = 15_000) -> None:
     """Until HTMX has swapped `selector` with a fresh copy from the server (its own polling)."""
     page.evaluate("sel => { window.swapped = false; document.addEventListener('htmx:afterSettle', e => {"
                   " if (e.target.matches(sel)) window.swapped = true; }); }", selector)
-    page.wait_for_function("window.swapped === true", timeout=timeout)
+    page.wait_for_function("() => window.swapped === true", timeout=timeout)
 
 
 def test_pages_that_refresh_themselves_do_not_take_the_focus_away(plain_http, live_server, reviewer_finance,
