@@ -148,7 +148,7 @@ def test_add_user_keeps_the_password_when_none_is_given(reviewer_finance):
 
 
 def test_add_user_admin_gets_the_admin_site(db):
-    run("add_user", "ada", "--role", "admin", "--password", "pw")
+    run("add_user", "ada", "--role", "admin", "--password", "ada-at-the-engine")
 
     user = User.objects.get(username="ada")
     assert user.is_staff and user.is_superuser

@@ -1,10 +1,14 @@
-"""manage.py add_user USERNAME --role reviewer|operator|admin [--queue NAME ...] [--password P]"""
+"""manage.py add_user USERNAME --role reviewer|operator|admin [--queue NAME ...] [--password P] [--email ADDRESS]
+
+A password given must pass AUTH_PASSWORD_VALIDATORS (Django's usual four), as in the admin."""
 from __future__ import annotations
 
 import secrets
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -33,17 +37,27 @@ class Command(BaseCommand):
                 known = ", ".join(Queue.objects.values_list("name", flat=True)) or "none"
                 raise CommandError(f"Unknown queue \"{name}\" (known: {known})")
             queues.append(queue)
-        user, created = User.objects.get_or_create(username=username)
+        user = User.objects.filter(username=username).first()
+        created = user is None
+        if created:
+            user = User(username=username)
+        if options["email"]:
+            user.email = options["email"]
+        elif created:
+            user.email = f"{username}@example.com"
         password = options["password"]
         generated = False
         if password is None and created:
             password, generated = secrets.token_urlsafe(12), True
+        elif password is not None:
+            # The rules the admin's forms apply (AUTH_PASSWORD_VALIDATORS), checked before anything
+            # is written: one too like the name or address given here is refused too.
+            try:
+                validate_password(password, user)
+            except ValidationError as error:
+                raise CommandError(f"Password refused: {' '.join(error.messages)}") from None
         if password is not None:
             user.set_password(password)
-        if options["email"]:
-            user.email = options["email"]
-        elif created and not user.email:
-            user.email = f"{username}@example.com"
         # The admin role is Django admin's superuser; the others never get admin-site access.
         user.is_staff = user.is_superuser = role == ADMIN
         user.save()
