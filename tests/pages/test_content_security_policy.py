@@ -93,3 +93,21 @@ def test_error_pages_carry_it(reviewer_finance, client_for, monkeypatch, db):
 def test_it_does_not_depend_on_debug(debug, settings, client, db):
     settings.DEBUG = debug
     assert_strict(client.get("/login/"))
+
+
+def test_no_template_carries_inline_style_or_script():
+    """The policy refuses inline style attributes, <style> and <script> blocks and event-handler
+    attributes: one in a template breaks that part of the page (silently: the browser logs it).
+    Pages a browser test cannot reach easily (the admin's impact table with moves, an object's
+    audit trail) are held by this check of every template instead."""
+    import re
+    from pathlib import Path
+
+    from django.conf import settings
+
+    inline = re.compile(r"""<style\b|<script\b(?![^>]*\bsrc=)|\sstyle\s*=|\son[a-z]+\s*=|javascript:|hx-on""", re.I)
+    found = [f"{path.relative_to(settings.BASE_DIR)}:{number}: {line.strip()[:80]}"
+             for path in sorted(Path(settings.BASE_DIR, "templates").rglob("*.html"))
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if inline.search(re.sub(r"\{#.*?#\}", "", line))]  # not in template comments
+    assert not found, "\n".join(found)
