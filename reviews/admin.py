@@ -1,4 +1,9 @@
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+
+from orchestrator.roles import ADMIN, REVIEWER
 
 from .admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
 from .impact import impact_of_deleting_policy, impact_of_policy
@@ -16,6 +21,25 @@ class QueueAdmin(AuditedAdmin):
         ("Notifications", {"fields": ("notify_reviewers", "teams_webhook_url", "slack_webhook_url")}),
         ("Action after approval", {"fields": ("action_kind", "webhook_url", "action_email")}),
     )
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        # Only people who can decide here (services.user_can_decide): anyone else listed is sent
+        # no links and cannot decide. Those already listed stay offered, so saving never drops
+        # them unseen.
+        if db_field.name == "reviewers":
+            can_decide = Q(groups__name__in=(REVIEWER, ADMIN)) | Q(is_superuser=True)
+            object_id = request.resolver_match.kwargs.get("object_id")
+            if object_id:
+                can_decide |= Q(review_queues__pk=unquote(object_id))
+            kwargs["queryset"] = (
+                get_user_model().objects.filter(is_active=True).filter(can_decide)
+                .distinct().order_by("username")
+            )
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if db_field.name == "reviewers":
+            field.help_text = ("Only people with the reviewer or admin role can decide, and only they are offered "
+                               "here. Each is emailed links for new approvals when notifications are on.")
+        return field
 
     def after_change(self, request, obj, changes):
         if "sla_minutes" in changes or "expiry_minutes" in changes:

@@ -333,3 +333,25 @@ def test_the_only_active_budget_cannot_be_deleted(admin_user, client_for):
     assert client.post("/admin/orchestrator/budget/add/", budget_form(name="bigger")).status_code == 302
     assert client.post(f"/admin/orchestrator/budget/{budget.pk}/delete/", {"post": "yes"}).status_code == 302
     assert not Budget.objects.filter(pk=budget.pk).exists()
+
+
+def test_the_queue_reviewer_picker_offers_only_people_who_can_decide(admin_user, client_for, reviewer_finance,
+                                                                      operator, outsider):
+    """Olga (operator) and Charlie (no role) were offered as reviewers: listed, they are sent no
+    links and cannot decide (reviews.services.user_can_decide), and nothing said so."""
+    queue = Queue.objects.get(name="legal_team")
+    queue.reviewers.add(outsider)  # listed before the picker was narrowed: kept, not dropped unseen
+    form = client_for(admin_user).get(f"/admin/reviews/queue/{queue.pk}/change/").context["adminform"].form
+    offered = set(form.fields["reviewers"].queryset.values_list("username", flat=True))
+
+    assert {"alice", "adam"} <= offered
+    assert "olga" not in offered
+    assert "charlie" in offered
+    assert "Only people with the reviewer or admin role can decide" in form.fields["reviewers"].help_text
+
+
+def test_a_new_queue_offers_only_people_who_can_decide(admin_user, client_for, reviewer_finance, operator):
+    form = client_for(admin_user).get("/admin/reviews/queue/add/").context["adminform"].form
+    offered = set(form.fields["reviewers"].queryset.values_list("username", flat=True))
+
+    assert "alice" in offered and "olga" not in offered
