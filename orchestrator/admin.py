@@ -1,3 +1,5 @@
+from datetime import date
+
 from django.contrib import admin
 
 from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
@@ -49,6 +51,21 @@ class BudgetAdmin(AuditedAdmin):
 class ModelPriceAdmin(AuditedAdmin):
     list_display = ("model", "input_per_1m", "cached_input_per_1m", "output_per_1m", "effective_from")
     list_filter = ("model",)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # As WorkerConfig.clean refuses a model with no price in force: without it, every call of
+        # a worker's model would count as $0 and the cost budget would never stop a task.
+        today = date.today()
+        if obj is not None and obj.effective_from <= today and WorkerConfig.objects.filter(model=obj.model).exists():
+            if not ModelPrice.objects.filter(model=obj.model, effective_from__lte=today).exclude(pk=obj.pk).exists():
+                return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):
+        # "Delete selected" could take a model's last price in force; each is deleted from its page.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
 
 @admin.register(WorkerConfig)

@@ -355,3 +355,25 @@ def test_a_new_queue_offers_only_people_who_can_decide(admin_user, client_for, r
     offered = set(form.fields["reviewers"].queryset.values_list("username", flat=True))
 
     assert "alice" in offered and "olga" not in offered
+
+
+def test_the_last_price_in_force_of_a_model_in_use_cannot_be_deleted(admin_user, client_for):
+    """A worker config is refused without a price in force for its model; deleting that price
+    afterwards did what the refusal prevents: every call of the model counted as $0."""
+    from orchestrator.models import ModelPrice, WorkerConfig
+
+    model = WorkerConfig.objects.get(worker="extract").model
+    in_force = ModelPrice.objects.filter(model=model, effective_from__lte="2026-01-01")
+    client = client_for(admin_user)
+    if in_force.count() > 1:  # keep one: the last one is the case
+        in_force.exclude(pk=in_force.first().pk).delete()
+    price = in_force.get()
+
+    assert client.get(f"/admin/orchestrator/modelprice/{price.pk}/delete/").status_code == 403
+    client.post("/admin/orchestrator/modelprice/", {"action": "delete_selected", "_selected_action": [price.pk],
+                                                    "post": "yes"})
+    assert ModelPrice.objects.filter(pk=price.pk).exists()
+    # A price of a model no worker uses can go.
+    unused = ModelPrice.objects.create(model="gpt-unused", input_per_1m=1, cached_input_per_1m=1, output_per_1m=1,
+                                       effective_from="2026-01-01")
+    assert client.post(f"/admin/orchestrator/modelprice/{unused.pk}/delete/", {"post": "yes"}).status_code == 302
