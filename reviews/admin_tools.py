@@ -48,7 +48,7 @@ class AuditedAdmin(admin.ModelAdmin):
         for event in events:
             data = event.data or {}
             pairs = data.get("changes") or {name: [None, value] for name, value in (data.get("values") or {}).items()}
-            event.field_changes = list(pairs.items())
+            event.field_changes = [(name, [_in_words(value) for value in values]) for name, values in pairs.items()]
         return super().history_view(request, object_id, {**(extra_context or {}), "audit_events": events})
 
     def save_model(self, request, obj, form, change):
@@ -91,6 +91,13 @@ class AuditedAdmin(admin.ModelAdmin):
         for obj in queryset:
             self._audit_delete(request, obj)
         super().delete_queryset(request, queryset)
+
+
+def _in_words(value):
+    """A value as the History page shows it: a list (a queue's reviewers) as names, not Python's repr."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value) or "(none)"
+    return value
 
 
 class ImpactPreviewAdmin(admin.ModelAdmin):

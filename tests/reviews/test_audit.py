@@ -107,3 +107,21 @@ def test_the_history_button_shows_each_change_with_its_values_before_and_after(a
     assert "adam" in rule_history
     assert "max_cost_usd" in budget_history and "1.0000" in budget_history and "2.50" in budget_history
     assert "5000" not in budget_history  # each object's own history only
+
+
+def test_the_history_of_a_queue_names_its_reviewers_in_words(admin_user, client_for, reviewer_finance,
+                                                               reviewer_legal):
+    """A queue's reviewers read as a Python list (['alice', 'bob']) on its History page."""
+    from reviews.models import Queue
+
+    queue = Queue.objects.get(name="legal_team")
+    client = client_for(admin_user)
+    client.post(f"/admin/reviews/queue/{queue.pk}/change/", {
+        "name": queue.name, "description": queue.description, "sla_minutes": queue.sla_minutes,
+        "action_kind": queue.action_kind, "notify_reviewers": "on",
+        "reviewers": [reviewer_finance.pk, reviewer_legal.pk]})
+
+    history = client.get(f"/admin/reviews/queue/{queue.pk}/history/").text
+
+    assert "<td>alice, bob</td>" in history or "<td>bob, alice</td>" in history, history[-3000:]
+    assert "[&#x27;" not in history and "['" not in history
