@@ -2,7 +2,7 @@ from datetime import date
 
 from django.contrib import admin
 
-from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin, ReadOnlyAdmin
+from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin, OneByOneDeleteAdmin, ReadOnlyAdmin
 from reviews.impact import impact_of_deleting_rule, impact_of_rule
 
 from .models import (
@@ -31,7 +31,7 @@ class RoutingRuleAdmin(ImpactPreviewAdmin, AuditedAdmin):
 
 
 @admin.register(Budget)
-class BudgetAdmin(AuditedAdmin):
+class BudgetAdmin(OneByOneDeleteAdmin, AuditedAdmin):
     list_display = ("name", "max_llm_calls", "max_tool_calls", "max_tokens", "max_cost_usd", "active")
 
     def has_delete_permission(self, request, obj=None) -> bool:
@@ -40,15 +40,9 @@ class BudgetAdmin(AuditedAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def get_actions(self, request):
-        # "Delete selected" could take every active budget at once; each is deleted from its page.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(AuditedAdmin):
+class ModelPriceAdmin(OneByOneDeleteAdmin, AuditedAdmin):
     list_display = ("model", "input_per_1m", "cached_input_per_1m", "output_per_1m", "effective_from")
     list_filter = ("model",)
 
@@ -60,12 +54,6 @@ class ModelPriceAdmin(AuditedAdmin):
             if not ModelPrice.objects.filter(model=obj.model, effective_from__lte=today).exclude(pk=obj.pk).exists():
                 return False
         return super().has_delete_permission(request, obj)
-
-    def get_actions(self, request):
-        # "Delete selected" could take a model's last price in force; each is deleted from its page.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
 
 @admin.register(WorkerConfig)

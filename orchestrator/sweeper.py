@@ -164,6 +164,15 @@ def _sweep(now, log_actions: list[dict]) -> dict:
     return report
 
 
+def queued_by_celery_queue(now) -> dict[str, dict[str, int]]:
+    """{Celery queue: {step: tasks queued at that step whose wake-up should wait in that queue}}."""
+    by_queue: dict[str, dict[str, int]] = {}
+    for step, count in (Task.objects.filter(owning_a_message(now)).order_by().values_list("current_step")
+                        .annotate(n=Count("id"))):
+        by_queue.setdefault(queue_for(step), {})[step] = count
+    return by_queue
+
+
 def _without_a_message(lost: Q, report: dict, now) -> list[int]:
     """The tasks queued too long (`lost`) that can have lost their message, oldest first, at most BATCH.
 
@@ -182,15 +191,14 @@ def _without_a_message(lost: Q, report: dict, now) -> list[int]:
     waiting = messages_waiting({queue_for(step) for step in steps})
     if waiting is None:
         return list(Task.objects.filter(lost).order_by(*OLDEST_FIRST).values_list("id", flat=True)[:BATCH])
-    queued = dict(Task.objects.filter(owning_a_message(now)).order_by().values_list("current_step")
-                  .annotate(n=Count("id")))
+    queued = queued_by_celery_queue(now)
     candidates: list[int] = []
     for queue, count in sorted(waiting.items()):
-        steps_here = [step for step in queued if queue_for(step) == queue]
-        behind = sum(queued[step] for step in steps_here) - count
+        steps_here = queued.get(queue, {})
+        behind = sum(steps_here.values()) - count
         if behind <= 0:
             continue
-        oldest = (Task.objects.filter(owning_a_message(now), current_step__in=steps_here)
+        oldest = (Task.objects.filter(owning_a_message(now), current_step__in=list(steps_here))
                   .order_by(*OLDEST_FIRST).values_list("id", flat=True)[:min(behind, BATCH)])
         candidates += Task.objects.filter(lost, pk__in=list(oldest)).order_by(*OLDEST_FIRST).values_list("id", flat=True)
     report["left_waiting"] = max(Task.objects.filter(lost).count() - len(candidates), 0)

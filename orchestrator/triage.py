@@ -37,7 +37,7 @@ from .services import (
 )
 from .presenters import keyset_page, pretty, query_with, render_page, safe_next, transcript_blocks
 from .pipeline import queue_for
-from .sweeper import OLDEST_FIRST, owning_a_message
+from .sweeper import OLDEST_FIRST, queued_by_celery_queue
 from .views import task_context, task_for
 from .workers import PIPELINE
 
@@ -436,11 +436,7 @@ def _broker_queues(now) -> dict[str, dict] | None:
     """{Celery queue: {"queued": tasks queued for it, "waiting": messages waiting in it, "behind":
     how many of its tasks may have lost their message}} for the queues that have queued tasks,
     as the sweeper counts them; None when the broker cannot say."""
-    by_step = dict(Task.objects.filter(owning_a_message(now)).order_by().values_list("current_step")
-                   .annotate(n=Count("id")))
-    queued: dict[str, int] = {}
-    for step, count in by_step.items():
-        queued[queue_for(step)] = queued.get(queue_for(step), 0) + count
+    queued = {queue: sum(steps.values()) for queue, steps in queued_by_celery_queue(now).items()}
     waiting = messages_waiting(queued)
     if waiting is None:
         return None

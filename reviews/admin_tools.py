@@ -4,6 +4,7 @@ routing rules):
 - AuditedAdmin: every add, change and delete leaves an AuditEvent with the values before and
   after, and who did it (Django's own admin history only says "Changed value").
 - ReadOnlyAdmin: records that are history (audit trails, logs): viewable, never edited or deleted.
+- OneByOneDeleteAdmin: no "Delete selected", for rows whose delete page checks something first.
 - ImpactPreviewAdmin: saving a change that affects routing first shows how the last 1,000 routed
   tasks would route under the new values compared with now, with a button to save it for real.
   Deleting one shows the same on its delete page; there is no bulk delete, which would skip it.
@@ -100,7 +101,17 @@ def _in_words(value):
     return value
 
 
-class ImpactPreviewAdmin(admin.ModelAdmin):
+class OneByOneDeleteAdmin(admin.ModelAdmin):
+    """No "Delete selected": each row is deleted from its own page, whose check (the impact a
+    deletion would have, a guard on the last one of its kind) the bulk action would skip."""
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
+class ImpactPreviewAdmin(OneByOneDeleteAdmin):
     """Subclasses set `impact_fields` (a change to any of them is previewed), `impact()` and
     `impact_of_deleting()`."""
 
@@ -113,12 +124,6 @@ class ImpactPreviewAdmin(admin.ModelAdmin):
 
     def impact_of_deleting(self, obj):
         raise NotImplementedError
-
-    def get_actions(self, request):
-        # "Delete selected" would delete without the impact each row's delete page shows.
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def delete_view(self, request, object_id, extra_context=None):
         obj = self.get_object(request, unquote(object_id))

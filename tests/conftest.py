@@ -63,6 +63,20 @@ def purge_broker_queues(*queues: str) -> None:
         channel.close()
 
 
+def broker_waiting(queue: str) -> int:
+    """Messages waiting in a Celery queue, as the broker says (a queue it does not know holds none)."""
+    from config.celery import app
+
+    with app.connection_for_read() as conn:
+        channel = conn.channel()
+        try:
+            return channel.queue_declare(queue=queue, passive=True).message_count
+        except conn.channel_errors:
+            return 0
+        finally:
+            channel.close()
+
+
 @pytest.fixture
 def own_broker_queue(settings):
     """A default Celery queue of this test's own, empty, so that what the sweeper counts in the

@@ -72,9 +72,10 @@ def watch_csp(page) -> list[str]:
     return violations
 
 
-def log_in(browser, live_server, username: str, viewport: dict = DESKTOP):
+def log_in(browser, live_server, username: str, viewport: dict = DESKTOP, lands: bool = True):
     """A new page (15 s timeouts) signed in as one of tests/conftest.py's actors (password
-    pw-<username>), on the page Steward lands them on. Its CSP violations collect in
+    pw-<username>), on the page Steward lands them on; with `lands` False, for a user Steward sends
+    to no page of their own (no role), on whatever page answered. Its CSP violations collect in
     page.csp_violations (watch_csp)."""
     page = browser.new_page(viewport=viewport)
     page.set_default_timeout(15_000)
@@ -83,5 +84,26 @@ def log_in(browser, live_server, username: str, viewport: dict = DESKTOP):
     page.fill("#id_username", username)
     page.fill("#id_password", f"pw-{username}")
     page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/(tasks|reviews)/$"))
+    if lands:
+        page.wait_for_url(re.compile(r"/(tasks|reviews)/$"))
+    else:
+        page.wait_for_load_state("networkidle")
     return page
+
+
+def triage_objects(make_task, operator):
+    """What the operators' pages show, one of each: a task dead-lettered at extract with its failed
+    step and dead letter, and a bulk retry (of another dead letter) started by `operator`.
+    Returns (failed task, its dead letter, the bulk retry)."""
+    from orchestrator.models import Step
+    from orchestrator.services import bulk_retry_create, dead_letter_create
+
+    failed = make_task(doc_type="Invoice", status="dead_lettered", current_step="extract")
+    step = Step.objects.create(task=failed, worker="extract", attempt=1, status="dead_lettered",
+                               started_at=failed.created_at, error_type="InvalidAnswer", error_message="still invalid")
+    letter = dead_letter_create(task=failed, step=step, error_type="InvalidAnswer", message="still invalid")
+    other = dead_letter_create(task=make_task(status="dead_lettered", current_step="classify"), step=None,
+                               error_type="ConnectionError", message="Could not reach the model")
+    bulk = bulk_retry_create(user=operator, dead_letter_ids=[other.pk], description="one",
+                             selection={"scope": "selected"}, rate_per_minute=1)
+    return failed, letter, bulk

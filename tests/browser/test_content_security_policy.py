@@ -17,12 +17,12 @@ from django.contrib import admin
 from django.test import RequestFactory
 from django.urls import reverse
 
-from orchestrator.models import RoutingRule, Source, Step
-from orchestrator.services import bulk_retry_create, dead_letter_create, task_submit
+from orchestrator.models import RoutingRule, Source
+from orchestrator.services import task_submit
 from reviews.links import email_link_create
 from reviews.models import Approval
 
-from .conftest import ARTIFACTS, DESKTOP, log_in, watch_csp
+from .conftest import ARTIFACTS, DESKTOP, log_in, triage_objects, watch_csp
 from .test_charts import seed_history
 from .test_keyboard import northwind_approvals
 
@@ -70,14 +70,7 @@ def test_no_page_breaks_the_policy_for_any_role(plain_http, live_server, simulat
     big, contract = run_pipeline(big), run_pipeline(contract)
     pending = Approval.objects.get(task=big)
     first, second = northwind_approvals(make_task, make_approval, count=2)
-    failed = make_task(doc_type="Invoice", status="dead_lettered", current_step="extract")
-    step = Step.objects.create(task=failed, worker="extract", attempt=1, status="dead_lettered",
-                               started_at=failed.created_at, error_type="InvalidAnswer", error_message="still invalid")
-    letter = dead_letter_create(task=failed, step=step, error_type="InvalidAnswer", message="still invalid")
-    other = dead_letter_create(task=make_task(status="dead_lettered", current_step="classify"), step=None,
-                               error_type="ConnectionError", message="Could not reach the model")
-    bulk = bulk_retry_create(user=operator, dead_letter_ids=[other.pk], description="one",
-                             selection={"scope": "selected"}, rate_per_minute=1)
+    failed, letter, bulk = triage_objects(make_task, operator)
     violations = []
 
     # Nobody signed in: the login page, a page that does not exist, a stale CSRF token, an email link.
@@ -102,7 +95,7 @@ def test_no_page_breaks_the_policy_for_any_role(plain_http, live_server, simulat
     page.close()
 
     # Charlie, signed in with no role: refused everywhere.
-    page = log_in_anywhere(browser, live_server, "charlie")
+    page = log_in(browser, live_server, "charlie", lands=False)
     violations.append(page.csp_violations)
     for path in ("/tasks/", "/upload/", "/reviews/", "/admin/"):
         visit(page, live_server.url + path)
@@ -180,19 +173,6 @@ def test_no_page_breaks_the_policy_for_any_role(plain_http, live_server, simulat
     page.close()
 
     assert [violation for each_page in violations for violation in each_page] == []
-
-
-def log_in_anywhere(browser, live_server, username: str):
-    """log_in for a user Steward sends to no page of their own (no role): signed in, on any page."""
-    page = browser.new_page(viewport=DESKTOP)
-    page.set_default_timeout(15_000)
-    page.csp_violations = watch_csp(page)
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", f"pw-{username}")
-    page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    return page
 
 
 INJECTED = ('<script>window.__injected = "inline"</script>'

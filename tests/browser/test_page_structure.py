@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from orchestrator.models import DeadLetter, Step
-from orchestrator.services import bulk_retry_create, dead_letter_create
+from orchestrator.models import DeadLetter
+from orchestrator.services import dead_letter_create
 from reviews.links import email_link_create
 
-from .conftest import log_in
+from .conftest import log_in, triage_objects
 from .test_keyboard import northwind_approvals
 
 pytestmark = pytest.mark.browser
@@ -80,14 +80,7 @@ def check(page, url: str, tabs: int = 40) -> list[str]:
 def test_every_page_is_labelled_and_shows_where_the_focus_is(plain_http, live_server, reviewer_finance, operator,
                                                              make_task, make_approval, browser):
     approval, _ = northwind_approvals(make_task, make_approval, count=2)
-    failed = make_task(doc_type="Invoice", status="dead_lettered", current_step="extract")
-    step = Step.objects.create(task=failed, worker="extract", attempt=1, status="dead_lettered",
-                               started_at=failed.created_at, error_type="InvalidAnswer", error_message="still invalid")
-    letter = dead_letter_create(task=failed, step=step, error_type="InvalidAnswer", message="still invalid")
-    other = dead_letter_create(task=make_task(status="dead_lettered", current_step="classify"), step=None,
-                               error_type="ConnectionError", message="Could not reach the model")
-    bulk = bulk_retry_create(user=operator, dead_letter_ids=[other.pk], description="one",
-                             selection={"scope": "selected"}, rate_per_minute=1)
+    failed, letter, bulk = triage_objects(make_task, operator)
     # One retried after an edit: its page says what was edited, under a heading of its own.
     edited = dead_letter_create(task=make_task(status="dead_lettered", current_step="classify"), step=None,
                                 error_type="ConnectionError", message="Could not reach the model")

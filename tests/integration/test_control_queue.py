@@ -18,24 +18,13 @@ from config.celery import app
 from orchestrator.models import SweepRun, Task
 from orchestrator.simulator import SimulatorServer
 from orchestrator.tasks import run_task
-from tests.conftest import purge_broker_queues, wait_for
+from tests.conftest import broker_waiting as waiting, purge_broker_queues, wait_for
 from tests.integration.documents import document
 
 pytestmark = pytest.mark.worker
 
 BACKLOG = 2000
 SWEEP_ENV = {"STEWARD_SWEEP_INTERVAL_S": "2", "STEWARD_REVIEW_SWEEP_INTERVAL_S": "2"}
-
-
-def waiting(queue: str) -> int:
-    with app.connection_for_read() as conn:
-        channel = conn.channel()
-        try:
-            return channel.queue_declare(queue=queue, passive=True).message_count
-        except conn.channel_errors:
-            return 0
-        finally:
-            channel.close()
 
 
 def backlog(tasks: int) -> list[int]:

@@ -25,25 +25,13 @@ from orchestrator.models import DeadLetter, SweepAction, Task
 from orchestrator.pipeline import queue_for, send_task_now
 from orchestrator.sweeper import sweep
 from orchestrator.tasks import run_task
-from tests.conftest import purge_broker_queues
+from tests.conftest import broker_waiting as waiting, purge_broker_queues
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_broker_queue")]
 
 
 def ago(seconds: float):
     return timezone.now() - timedelta(seconds=seconds)
-
-
-def waiting(queue: str) -> int:
-    """Messages waiting in a Celery queue, as the broker says (a queue it does not know holds none)."""
-    with app.connection_for_read() as conn:
-        channel = conn.channel()
-        try:
-            return channel.queue_declare(queue=queue, passive=True).message_count
-        except conn.channel_errors:
-            return 0
-        finally:
-            channel.close()
 
 
 def queued(make_task, age_s: float, *, step: str = "classify", wake_up: bool = True) -> Task:
