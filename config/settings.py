@@ -162,7 +162,7 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # --- Security -------------------------------------------------------------------------------
 # Login throttle (orchestrator/login.py): this many wrong passwords for one user name make its
-# logins wait this long.
+# logins wait this long from the first of them, counted in the database for every web process.
 STEWARD_LOGIN_MAX_FAILURES = env_int("STEWARD_LOGIN_MAX_FAILURES", 10)
 STEWARD_LOGIN_LOCKOUT_S = env_int("STEWARD_LOGIN_LOCKOUT_S", 900)
 SECURE_COOKIES = env_bool("STEWARD_SECURE_COOKIES", not DEBUG)

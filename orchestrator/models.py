@@ -482,6 +482,18 @@ class ApiToken(models.Model):
         return f"{self.prefix}… for {self.user}"
 
 
+class LoginFailure(models.Model):
+    """Wrong passwords for one user name since the first of them (orchestrator/login.py). In the
+    database, not a cache, so that every web process on every machine counts the same tries."""
+
+    username_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the user name, lowercased")
+    failures = models.PositiveIntegerField(default=0)
+    first_failure_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.failures} failed logins since {self.first_failure_at:%Y-%m-%d %H:%M}"
+
+
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
 

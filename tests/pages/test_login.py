@@ -1,20 +1,21 @@
 """Logging in: a wrong password is said where the person is, and a password cannot be guessed at
-the speed of the network."""
+the speed of the network, however many web processes answer."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 from django.core.cache import cache
 from django.test import Client
 
+from tests.conftest import ROOT, database_url
 
-@pytest.fixture(autouse=True)
-def no_earlier_failures():
-    cache.clear()
-    yield
-    cache.clear()
+WRONG = "Please enter a correct username and password"
+THROTTLED = "Too many failed logins for this user name: try again in a few minutes."
 
 
 def log_in(path: str, username: str, password: str):
@@ -67,3 +68,70 @@ def test_the_first_visit_has_no_error_marks(db):
     page = Client().get("/login/")
 
     assert "aria-invalid" not in page.text and "login-error" not in page.text
+
+
+def test_the_count_outlives_a_process_memory(admin_user):
+    for _ in range(10):
+        log_in("/login/", "adam", "not-the-password")
+    cache.clear()  # what another web process (or this one, restarted) starts with
+
+    response, client = log_in("/login/", "adam", "pw-adam")
+    assert THROTTLED in response.text
+    assert "_auth_user_id" not in client.session
+
+
+def test_an_empty_password_does_not_wipe_the_count(admin_user):
+    # A form sent without a password checks none: it must not count as a success.
+    for _ in range(9):
+        log_in("/login/", "adam", "not-the-password")
+    response, _ = log_in("/login/", "adam", "")
+    assert response.status_code == 200 and "Please correct the errors below." in response.text
+    log_in("/login/", "adam", "not-the-password")
+
+    response, _ = log_in("/login/", "adam", "pw-adam")
+    assert THROTTLED in response.text
+
+
+# Another web process (as under gunicorn, or on another machine): ten wrong passwords for Adam,
+# once it is ready, so that its tries and this process's come in together.
+OTHER_PROCESS = ("import django; django.setup(); from django.test import Client; Client().get('/login/'); "
+                 "print('ready', flush=True); "
+                 "answers = [Client().post('/login/', {'username': 'adam', 'password': 'guess'}).text "
+                 "for _ in range(10)]; "
+                 f"print(sum({WRONG!r} in a for a in answers), sum({THROTTLED!r} in a for a in answers))")
+
+
+def test_two_web_processes_together_check_no_more_passwords_than_the_limit(transactional_db, admin_user):
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL=database_url(),
+               ALLOWED_HOSTS="testserver", DEBUG="0")
+    other = subprocess.Popen([sys.executable, "-c", OTHER_PROCESS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert other.stdout.readline() == "ready\n", other.communicate(timeout=60)[1]
+    here = [log_in("/login/", "adam", "not-the-password")[0].text for _ in range(10)]
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    checked_there, refused_there = map(int, out.split())  # each answer from that process
+
+    checked_here = sum(WRONG in page for page in here)
+    assert checked_here + checked_there == 10
+    assert sum(THROTTLED in page for page in here) + refused_there == 10
+    response, client = log_in("/login/", "adam", "pw-adam")
+    assert THROTTLED in response.text and "_auth_user_id" not in client.session
+
+
+def test_the_sweeper_deletes_the_counts_whose_wait_is_over(admin_user, reviewer_finance, settings):
+    from datetime import timedelta
+
+    from orchestrator.models import LoginFailure
+    from orchestrator.sweeper import sweep
+
+    settings.STEWARD_LOGIN_LOCKOUT_S = 60
+    log_in("/login/", "adam", "not-the-password")
+    log_in("/login/", "alice", "not-her-password")
+    adams, alices = LoginFailure.objects.order_by("id")
+    adams.first_failure_at -= timedelta(seconds=61)
+    adams.save()
+
+    sweep()
+
+    assert list(LoginFailure.objects.all()) == [alices]
