@@ -169,6 +169,16 @@ SECURE_COOKIES = env_bool("STEWARD_SECURE_COOKIES", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SESSION_COOKIE_HTTPONLY = True
+# A session lasts a working day from login, then asks for the password again: not Django's two
+# weeks, since a session can approve payments. Nor only while the browser runs: reviewers open
+# approvals from their emails in new windows, which would ask every time.
+_session_hours = (env_str("STEWARD_SESSION_HOURS") or "12").strip()
+if not _session_hours.isdigit() or int(_session_hours) < 1:
+    raise ImproperlyConfigured(
+        f"STEWARD_SESSION_HOURS must be a whole number of hours, at least 1 (it is {_session_hours!r})."
+    )
+SESSION_COOKIE_AGE = int(_session_hours) * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = False
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"

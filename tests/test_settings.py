@@ -87,3 +87,23 @@ def test_an_smtp_server_that_never_answers_fails_the_send_in_email_timeout():
 
     assert default.stdout.split() == ["30"], default.stderr
     assert result.stdout.split() == ["1.0", "SMTPServerDisconnected", "1"], result.stderr
+
+
+SESSION_PROBE = "import django; django.setup(); from django.conf import settings as s; print(s.SESSION_COOKIE_AGE)"
+
+
+def test_a_session_lasts_steward_session_hours():
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "DATABASE_URL", "STEWARD_SESSION_HOURS"}}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", STEWARD_VAR_DIR=str(ROOT / "var"), SECRET_KEY="x" * 50)
+
+    def run(hours: str | None) -> subprocess.CompletedProcess:
+        extra = {} if hours is None else {"STEWARD_SESSION_HOURS": hours}
+        return subprocess.run([sys.executable, "-c", SESSION_PROBE], cwd=ROOT, env=dict(env, **extra),
+                              capture_output=True, text=True, timeout=60)
+
+    assert run(None).stdout.split() == ["43200"], run(None).stderr
+    assert run("8").stdout.split() == ["28800"]
+    for wrong in ("0", "-1", "twelve"):
+        result = run(wrong)
+        assert result.returncode != 0
+        assert "STEWARD_SESSION_HOURS must be a whole number of hours, at least 1" in result.stderr, result.stderr

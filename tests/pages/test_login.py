@@ -135,3 +135,19 @@ def test_the_sweeper_deletes_the_counts_whose_wait_is_over(admin_user, reviewer_
     sweep()
 
     assert list(LoginFailure.objects.all()) == [alices]
+
+
+def test_a_session_lasts_a_working_day_not_two_weeks(reviewer_finance):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    response, client = log_in("/login/", "alice", "pw-alice")
+
+    assert response.status_code == 302
+    assert response.cookies["sessionid"]["max-age"] == 12 * 3600
+    stored = Session.objects.get(session_key=client.session.session_key)
+    assert abs(stored.expire_date - (timezone.now() + timedelta(hours=12))) < timedelta(minutes=1)
+    # Not a cookie for this browser run only: reviewers open approvals from their emails in new windows.
+    assert response.cookies["sessionid"]["expires"]
