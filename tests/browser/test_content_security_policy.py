@@ -204,3 +204,17 @@ def test_a_script_injected_into_a_page_does_not_run(plain_http, live_server, rev
     # Steward's own scripts (static files) still run: "?" opens the keyboard help.
     page.keyboard.press("?")
     assert page.locator("#keys-help").is_visible()
+
+
+def test_htmx_is_told_not_to_run_code_written_in_attributes(plain_http, live_server, reviewer_finance, browser):
+    """htmx runs code written in attributes (hx-on, hx-vars, js: in hx-vals, [filters] in
+    hx-trigger) with eval, which the policy refuses: such code would fail, silently. With eval off
+    in htmx's own configuration, it never tries (tests/pages/test_content_security_policy.py
+    keeps such attributes out of the templates)."""
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{live_server.url}/login/")
+    assert page.evaluate("() => htmx.config.allowEval") is False
+    page.close()
+
+    page = log_in(browser, live_server, "alice")
+    assert page.evaluate("() => [htmx.config.allowEval, htmx.config.includeIndicatorStyles]") == [False, False]

@@ -4,6 +4,8 @@ only (no inline script, no eval), nothing is framed, no plugins, forms post only
 tests/browser/test_content_security_policy.py checks that the pages work under it."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -110,4 +112,33 @@ def test_no_template_carries_inline_style_or_script():
              for path in sorted(Path(settings.BASE_DIR, "templates").rglob("*.html"))
              for number, line in enumerate(path.read_text().splitlines(), 1)
              if inline.search(re.sub(r"\{#.*?#\}", "", line))]  # not in template comments
+    assert not found, "\n".join(found)
+
+
+# htmx evaluates these with eval, which the policy refuses (and base.html's htmx-config turns off):
+# an hx-on handler, hx-vars, a js: value of hx-vals or hx-headers, a [filter] on an hx-trigger event.
+ASKS_FOR_EVAL = re.compile(r"""hx-on|hx-vars|hx-(vals|headers)\s*=\s*['"]\s*(js|javascript):|hx-trigger\s*=\s*("[^"]*\[|'[^']*\[)""",
+                           re.I)
+
+
+@pytest.mark.parametrize("line, asks", [
+    ('<input hx-trigger="keyup[key==\'Enter\'] changed">', True), ("<div hx-vals='js:{a: 1}'>", True),
+    ('<div hx-vars="a:1">', True), ('<div hx-headers=\'javascript:{"x": 1}\'>', True),
+    ('<div hx-trigger="every 2s, approval-decided from:body">', False), ('<div hx-vals=\'{"a": "js:"}\'>', False),
+])
+def test_the_eval_check_knows_htmx_attributes(line, asks):
+    assert bool(ASKS_FOR_EVAL.search(line)) == asks
+
+
+def test_no_template_needs_htmx_to_eval():
+    """Code in htmx attributes would never run: it fails silently (htmx says so only in the
+    console). Behaviour goes in static/steward.js, listening to htmx's events."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    found = [f"{path.relative_to(settings.BASE_DIR)}:{number}: {line.strip()[:80]}"
+             for path in sorted(Path(settings.BASE_DIR, "templates").rglob("*.html"))
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if ASKS_FOR_EVAL.search(re.sub(r"\{#.*?#\}", "", line))]
     assert not found, "\n".join(found)
