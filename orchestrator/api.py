@@ -23,6 +23,10 @@ from .services import IdempotencyKeyReused, NotAllowed, dead_letter_retry as dea
 PAGE_SIZE = 50
 TEXT_MAX = Task._meta.get_field("external_ref").max_length  # filename's too
 MAX_PAGE_SIZE = 200
+# What each body may hold; anything else is refused (see _unknown).
+TASK_KEYS = ("content", "filename", "external_ref")
+MULTIPART_FIELDS = ("file", "external_ref")
+DECISION_KEYS = ("decision", "reason", "comment", "fields")
 
 
 # --- Representations ------------------------------------------------------------------------
@@ -190,6 +194,20 @@ def _json_body(request: HttpRequest) -> dict:
     return body
 
 
+def _unknown(names, allowed: tuple[str, ...], *, noun: str = "key", where: str = "the body",
+             takes: str = "") -> JsonResponse | None:
+    """A 400 naming the keys (or multipart fields) this endpoint does not read, or None.
+    Ignoring them would drop what the caller meant without a word: "field" for "fields" would
+    approve the model's values instead of the corrected ones."""
+    unknown = [name for name in names if name not in allowed]
+    if not unknown:
+        return None
+    listed = ", ".join(f'"{name}"' for name in unknown)
+    takes = takes or f"it takes {', '.join(allowed)}"
+    return json_error(400, f"Unknown {noun}{'s' if len(unknown) > 1 else ''} {listed} in {where}; {takes}",
+                      allowed=list(allowed))
+
+
 # --- Tasks ----------------------------------------------------------------------------------
 
 
@@ -223,12 +241,17 @@ def _task_create(request: HttpRequest) -> JsonResponse:
                 return json_error(400, f"The multipart body could not be read: {exc}")
             if upload is None:
                 return json_error(400, "Send the document as the multipart field \"file\"")
+            if unknown := _unknown([*request.POST, *request.FILES], MULTIPART_FIELDS, noun="field",
+                                   where="the multipart body"):
+                return unknown
             filename = upload.name
             check_size(upload.size)  # before reading it into memory: Django only spooled it to disk
             content = document_text(upload.read(), filename)
             external_ref = request.POST.get("external_ref", "")
         else:
             body = _json_body(request)
+            if unknown := _unknown(body, TASK_KEYS):
+                return unknown
             content = body.get("content")
             if not isinstance(content, str):
                 return json_error(400, "\"content\" (a string) is required")
@@ -302,6 +325,8 @@ def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
         return _unsupported_media_type(request, "application/json")
     try:
         body = _json_body(request)
+        if unknown := _unknown(body, DECISION_KEYS):
+            return unknown
         fields = body.get("fields")
         if fields is not None and not isinstance(fields, dict):
             return json_error(400, "\"fields\" must be an object")
@@ -337,6 +362,14 @@ def dead_letters(request: HttpRequest) -> JsonResponse:
 def dead_letter_retry(request: HttpRequest, dead_letter_id: int) -> JsonResponse:
     if not DeadLetter.objects.filter(pk=dead_letter_id).exists():
         return json_error(404, f"Dead letter {dead_letter_id} not found")
+    if request.body and _is_json(request):  # no body (or an empty form) is the usual retry
+        try:
+            body = _json_body(request)
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        if unknown := _unknown(body, (), takes="a retry takes no body: it retries the failed step as it is "
+                                               "(edit and retry on the dead letter's page)"):
+            return unknown
     try:
         dead_letter = dead_letter_retry_service(dead_letter_id=dead_letter_id, user=request.user)
     except NotAllowed as exc:

@@ -27,7 +27,7 @@ def _errors(*codes: int) -> dict:
 
 
 ERRORS = {
-    400: "A parameter or the body is wrong (the error says which)",
+    400: "A parameter or the body is wrong, or the body has a key the endpoint does not take (the error says which)",
     401: "No valid bearer token",
     403: "The token's role does not allow this",
     404: "Not found, or not visible to the caller",
@@ -72,7 +72,8 @@ def document(server_url: str) -> dict:
                                     "description": "Same key, same task: a replay returns the first task"}],
                     "requestBody": {"required": True, "content": {
                         "application/json": {"schema": _ref("TaskCreate")},
-                        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                        "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                                           "additionalProperties": False, "properties": {
                             "file": {"type": "string", "format": "binary"},
                             "external_ref": {"type": "string", "maxLength": 255}}}},
                     }},
@@ -131,7 +132,9 @@ def document(server_url: str) -> dict:
                 "post": {
                     "summary": "Retry from the failed step (operator, admin)",
                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                    "responses": {"200": _json(_ref("Retried"), "Re-queued"), **_errors(401, 403, 404, 409)},
+                    "description": "Takes no body (an empty one, or `{}`): the failed step is retried as it is. "
+                                   "Edit-and-retry is on the dead letter's page.",
+                    "responses": {"200": _json(_ref("Retried"), "Re-queued"), **_errors(400, 401, 403, 404, 409)},
                 },
             },
         },
@@ -141,11 +144,12 @@ def document(server_url: str) -> dict:
                 "Error": {"type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string", "description": "What went wrong, in words"},
                     "allowed": {"type": "array", "items": {"type": "string"},
-                                "description": "With an unknown ?status=: the values there are"},
+                                "description": "With an unknown ?status=: the values there are; with an unknown "
+                                               "key in the body: the keys it takes"},
                     "approval": _ref("Approval"),
                     "task_id": {"type": "integer", "description": "With 422: the task the Idempotency-Key names"}}},
                 "TaskStatus": {"type": "string", "enum": TaskStatus.values},
-                "TaskCreate": {"type": "object", "required": ["content"], "properties": {
+                "TaskCreate": {"type": "object", "required": ["content"], "additionalProperties": False, "properties": {
                     "content": {"type": "string", "minLength": 1},
                     "filename": {"type": ["string", "null"], "maxLength": 255},
                     "external_ref": {"type": ["string", "null"], "maxLength": 255}}},
@@ -186,7 +190,7 @@ def document(server_url: str) -> dict:
                     "comment": STR,
                     "corrections": {"type": "object", "description": "Field name to {from, to}"},
                     "created_at": TIME, "due_at": TIME_OR_NULL}),
-                "Decision": {"type": "object", "required": ["decision"], "properties": {
+                "Decision": {"type": "object", "required": ["decision"], "additionalProperties": False, "properties": {
                     "decision": {"type": "string", "enum": ["approve", "reject"]},
                     "reason": {"type": ["string", "null"],
                                "description": "Rejection reason code (required to reject)"},

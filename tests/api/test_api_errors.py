@@ -179,3 +179,84 @@ def test_a_session_cookie_cannot_post_to_the_api(operator, client_for):
 
     assert response.status_code == 401
     assert Task.objects.count() == 0
+
+
+def test_a_decision_with_a_misspelt_key_decides_nothing(reviewer_finance, make_task, make_approval):
+    """"field" for "fields": ignoring it would approve the model's amount, not the corrected one,
+    and run the payment on it."""
+    task = make_task(status="awaiting_approval", doc_type="Invoice",
+                     fields={"invoice_number": "INV-1", "counterparty": "Acme", "amount": 15400.0})
+    approval = make_approval(task, "finance_director")
+
+    response = api(reviewer_finance).post(f"/api/v1/approvals/{approval.pk}/decision",
+                                          data='{"decision": "approve", "field": {"amount": 1540.0}}',
+                                          content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Unknown key \"field\" in the body; it takes decision, reason, comment, fields",
+        "allowed": ["decision", "reason", "comment", "fields"]}
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+
+
+def test_a_submission_with_a_misspelt_key_is_refused(operator):
+    """"externalRef" for "external_ref": the task could never be looked up by it."""
+    from orchestrator.models import Task
+
+    response = api(operator).post("/api/v1/tasks", data='{"content": "INVOICE 8", "externalRef": "ERP-8", '
+                                                        '"file_name": "8.txt"}', content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Unknown keys \"externalRef\", \"file_name\" in the body; it takes content, filename, external_ref",
+        "allowed": ["content", "filename", "external_ref"]}
+    assert Task.objects.count() == 0
+
+
+def test_a_multipart_submission_with_an_unknown_field_is_refused(operator):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from orchestrator.models import Task
+
+    response = api(operator).post("/api/v1/tasks", {"file": SimpleUploadedFile("8.txt", b"INVOICE 8"),
+                                                    "externalref": "ERP-8"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Unknown field \"externalref\" in the multipart body; it takes file, external_ref",
+        "allowed": ["file", "external_ref"]}
+    assert Task.objects.count() == 0
+
+
+def test_a_retry_with_edits_in_its_body_retries_nothing(operator, make_task):
+    """The API retries as is; edits sent along would be dropped without a word."""
+    from orchestrator.models import DeadLetter
+
+    task = make_task(status="dead_lettered", current_step="extract")
+    dead_letter = DeadLetter.objects.create(task=task, worker="extract", error_type="SchemaInvalid", message="bad")
+
+    response = api(operator).post(f"/api/v1/dead-letters/{dead_letter.pk}/retry",
+                                  data='{"fields": {"amount": 3}}', content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Unknown key \"fields\" in the body; a retry takes no body: it retries the failed step as it is "
+                 "(edit and retry on the dead letter's page)",
+        "allowed": []}
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == "open"
+
+
+@pytest.mark.parametrize("body", [b"", b"{}"])
+def test_a_retry_with_an_empty_body_still_retries(operator, make_task, body):
+    from orchestrator.models import DeadLetter
+
+    task = make_task(status="dead_lettered", current_step="extract")
+    dead_letter = DeadLetter.objects.create(task=task, worker="extract", error_type="SchemaInvalid", message="bad")
+
+    response = api(operator).generic("POST", f"/api/v1/dead-letters/{dead_letter.pk}/retry", body,
+                                     content_type="application/json")
+
+    assert response.status_code == 200
+    assert response.json()["dead_letter"]["status"] == "retried"

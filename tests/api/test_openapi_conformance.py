@@ -115,6 +115,7 @@ def test_submitting(world):
     check(post_json(operator, tasks, {"content": "INVOICE 2"}, **{"Idempotency-Key": "k"}), "POST", "/tasks")  # 422
     check(world["admin"].post(tasks, {"file": upload}), "POST", "/tasks")
     check(post_json(operator, tasks, {"content": ""}), "POST", "/tasks")  # 400
+    check(post_json(operator, tasks, {"content": "INVOICE 4", "externalRef": "x"}), "POST", "/tasks")  # 400
     check(operator.post(tasks, data="content=x", content_type="text/plain"), "POST", "/tasks")  # 415
     check(post_json(world["alice"], tasks, {"content": "INVOICE 3"}), "POST", "/tasks")  # 403
     check(post_json(world["anonymous"], tasks, {"content": "INVOICE 3"}), "POST", "/tasks")  # 401
@@ -148,6 +149,7 @@ def test_approvals(world):
     check(post_json(world["anonymous"], url, {"decision": "approve"}), "POST", path)  # 401
     check(post_json(world["alice"], url, {"decision": "reject"}), "POST", path)  # 400: no reason
     check(post_json(world["alice"], url, {"decision": "approve", "fields": {"amount": "lots"}}), "POST", path)  # 400
+    check(post_json(world["alice"], url, {"decision": "approve", "field": {"amount": 1.0}}), "POST", path)  # 400
     check(world["alice"].post(url, data="decision=approve", content_type="text/plain"), "POST", path)  # 415
     check(post_json(world["alice"], url, {"decision": "approve", "fields": {"amount": 15000.0}}), "POST", path)
     check(post_json(world["admin"], url, {"decision": "reject", "reason": "duplicate"}), "POST", path)  # 409
@@ -164,6 +166,7 @@ def test_dead_letters(world):
     check(world["alice"].post(url), "POST", path)  # 403
     check(world["anonymous"].post(url), "POST", path)  # 401
     check(world["operator"].post("/api/v1/dead-letters/999999/retry"), "POST", path)  # 404
+    check(post_json(world["operator"], url, {"fields": {"amount": 3}}), "POST", path)  # 400: it takes no body
     check(world["operator"].post(url), "POST", path)  # 200
     check(world["admin"].post(url), "POST", path)  # 409: retried already
     check(world["operator"].get("/api/v1/dead-letters?status=retried"), "GET", "/dead-letters")
