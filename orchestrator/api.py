@@ -133,13 +133,34 @@ def task_json(request: HttpRequest, task: Task, *, detail: bool = False) -> dict
     return data
 
 
+PAGE_PARAMS = ("before", "limit")
+# How other APIs page; a client sending them would get the first page again and again.
+OTHER_PAGING = {"page", "page_size", "per_page", "offset", "cursor", "after", "size"}
+
+
+def _unknown_params(request: HttpRequest, filters: tuple[str, ...]) -> JsonResponse | None:
+    """A 400 naming the query parameters a list does not read, or None. Ignored, a misspelt filter
+    (?stauts=approved) answers the unfiltered list as if it were the filtered one."""
+    allowed = filters + PAGE_PARAMS
+    unknown = [name for name in request.GET if name not in allowed]
+    if not unknown:
+        return None
+    listed = ", ".join(f'"{name}"' for name in unknown)
+    message = f"Unknown query parameter{'s' if len(unknown) > 1 else ''} {listed}; this list takes {', '.join(allowed)}"
+    if OTHER_PAGING & set(unknown):
+        message += " (it pages by id: follow the \"next\" URL of each answer until it is null)"
+    return json_error(400, message, allowed=list(allowed))
+
+
 def _page_params(request: HttpRequest) -> tuple[int | None, int]:
     try:
         before = int(request.GET["before"]) if request.GET.get("before") else None
-        limit = min(int(request.GET.get("limit", PAGE_SIZE)), MAX_PAGE_SIZE)
+        limit = int(request.GET.get("limit", PAGE_SIZE))
     except ValueError as exc:
         raise ValueError("before and limit must be integers") from exc
-    return before, max(limit, 1)
+    if limit < 1:
+        raise ValueError(f"limit must be 1 or more (at most {MAX_PAGE_SIZE} are sent), not {limit}")
+    return before, min(limit, MAX_PAGE_SIZE)
 
 
 def _paginate(request: HttpRequest, queryset, render) -> JsonResponse:
@@ -215,6 +236,8 @@ def _unknown(names, allowed: tuple[str, ...], *, noun: str = "key", where: str =
 def tasks(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         return _task_create(request)
+    if error := _unknown_params(request, ("status", "doc_type", "queue")):
+        return error
     queryset = visible_tasks(request.user)
     queryset, error = _by_status(request, queryset, TaskStatus)
     if error:
@@ -305,6 +328,8 @@ def task_detail(request: HttpRequest, task_id: int) -> JsonResponse:
 
 @api_view(REVIEWER, ADMIN)
 def approvals(request: HttpRequest) -> JsonResponse:
+    if error := _unknown_params(request, ("status", "queue")):
+        return error
     queryset = Approval.objects.select_related("queue", "decided_by", "rejection_reason")
     if not has_role(request.user, ADMIN):
         queryset = queryset.filter(queue__reviewers=request.user)
@@ -349,6 +374,8 @@ def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
 
 @api_view(OPERATOR, ADMIN)
 def dead_letters(request: HttpRequest) -> JsonResponse:
+    if error := _unknown_params(request, ("status", "error_type")):
+        return error
     queryset = DeadLetter.objects.all()
     queryset, error = _by_status(request, queryset, DeadLetterStatus, default=DeadLetterStatus.OPEN)
     if error:

@@ -46,8 +46,11 @@ MONEY = {"type": "string", "description": "US dollars, as a decimal string"}
 USAGE = ("llm_calls", "tool_calls", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 PAGE_PARAMS = [
     {"name": "before", "in": "query", "schema": {"type": "integer"}, "description": "Keyset cursor: ids below this"},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 200, "default": 50}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+     "description": "Items per page; a larger limit sends 200"},
 ]
+LIST_DESCRIPTION = ("Newest first. To page, follow `next` until it is null (there are no page numbers); "
+                    "a query parameter not listed here is refused with 400.")
 
 
 def _page(item: str) -> dict:
@@ -83,6 +86,7 @@ def document(server_url: str) -> dict:
                 },
                 "get": {
                     "summary": "List tasks, newest first",
+                    "description": LIST_DESCRIPTION,
                     "parameters": PAGE_PARAMS + [
                         {"name": "status", "in": "query", "schema": _ref("TaskStatus")},
                         {"name": "doc_type", "in": "query", "schema": {"type": "string"}},
@@ -100,6 +104,7 @@ def document(server_url: str) -> dict:
             "/approvals": {
                 "get": {
                     "summary": "Approvals in the caller's queues",
+                    "description": LIST_DESCRIPTION,
                     "parameters": PAGE_PARAMS + [
                         {"name": "status", "in": "query",
                          "schema": {"type": "string", "enum": ApprovalStatus.values, "default": "pending"}},
@@ -120,6 +125,7 @@ def document(server_url: str) -> dict:
             "/dead-letters": {
                 "get": {
                     "summary": "Dead letters (operator, admin)",
+                    "description": LIST_DESCRIPTION,
                     "parameters": PAGE_PARAMS + [
                         {"name": "status", "in": "query",
                          "schema": {"type": "string", "enum": DeadLetterStatus.values, "default": "open"}},

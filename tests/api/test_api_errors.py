@@ -260,3 +260,41 @@ def test_a_retry_with_an_empty_body_still_retries(operator, make_task, body):
 
     assert response.status_code == 200
     assert response.json()["dead_letter"]["status"] == "retried"
+
+
+def test_paging_by_page_number_is_refused_with_how_to_page(operator, make_task):
+    """?page=2 used to answer the first page again, for every page: a client paging until an empty
+    page never stopped."""
+    make_task()
+
+    response = api(operator).get("/api/v1/tasks?page=2")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Unknown query parameter \"page\"; this list takes status, doc_type, queue, before, limit "
+                 "(it pages by id: follow the \"next\" URL of each answer until it is null)",
+        "allowed": ["status", "doc_type", "queue", "before", "limit"]}
+
+
+@pytest.mark.parametrize("user, path, allowed", [
+    ("reviewer_finance", "/api/v1/approvals?stauts=approved", ["status", "queue", "before", "limit"]),
+    ("operator", "/api/v1/dead-letters?error=Timeout", ["status", "error_type", "before", "limit"]),
+])
+def test_a_misspelt_filter_is_refused_not_ignored(request, user, path, allowed):
+    """?stauts=approved answered the pending approvals as if they were the approved ones."""
+    response = api(request.getfixturevalue(user)).get(path)
+
+    assert response.status_code == 400
+    unknown = path.split("?")[1].split("=")[0]
+    assert response.json() == {
+        "error": f"Unknown query parameter \"{unknown}\"; this list takes {', '.join(allowed)}", "allowed": allowed}
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_a_limit_below_one_is_refused(operator, make_task, limit):
+    make_task()
+
+    response = api(operator).get(f"/api/v1/tasks?limit={limit}")
+
+    assert response.status_code == 400
+    assert response.json() == {"error": f"limit must be 1 or more (at most 200 are sent), not {limit}"}

@@ -133,6 +133,7 @@ def test_reading_tasks(world):
         check(world[who].get(task_url), "GET", "/tasks/{id}")
     check(world["operator"].get("/api/v1/tasks?status=lost"), "GET", "/tasks")  # 400
     check(world["operator"].get("/api/v1/tasks?limit=1"), "GET", "/tasks")  # with a next link
+    check(world["operator"].get("/api/v1/tasks?page=2"), "GET", "/tasks")  # 400: it pages by `before`
     check(world["bob"].get(task_url), "GET", "/tasks/{id}")  # 404: not in his queues
     check(world["operator"].get(f"/api/v1/tasks/{world['dead'].task_id}"), "GET", "/tasks/{id}")  # a dead letter
 
@@ -180,3 +181,13 @@ def test_the_checker_catches_a_mismatch():
     assert problems({}, schema) == ["body: required key 'id' missing"]
     assert problems({"id": 1, "extra": 2}, schema) == ["body: key 'extra' is not documented"]
     assert problems(True, {"type": "integer"}) == ["body: True is not integer"]
+
+
+@pytest.mark.parametrize("path", ["/tasks", "/approvals", "/dead-letters"])
+def test_each_list_takes_exactly_the_query_parameters_documented(admin_user, path):
+    documented = [p["name"] for p in DOC["paths"][path]["get"]["parameters"] if p["in"] == "query"]
+
+    response = api(admin_user).get(f"/api/v1{path}?nonsense=1")
+
+    assert response.status_code == 400
+    assert sorted(response.json()["allowed"]) == sorted(documented)
