@@ -304,12 +304,10 @@ def _task_create(request: HttpRequest) -> JsonResponse:
         return json_error(413, f"The request is too large; documents may be at most {limit_mb:.0f} MB")
     except ValueError as exc:
         return json_error(400, str(exc))
-    response = JsonResponse(
-        {"id": task.pk, "status": task.status,
-         "url": request.build_absolute_uri(reverse("api-task-detail", args=[task.pk])),
-         "duplicate_of": task.duplicate_of_id},
-        status=201,
-    )
+    url = request.build_absolute_uri(reverse("api-task-detail", args=[task.pk]))
+    response = JsonResponse({"id": task.pk, "status": task.status, "url": url, "duplicate_of": task.duplicate_of_id},
+                            status=201)
+    response["Location"] = url
     if not created:
         response["Idempotent-Replayed"] = "true"
     return response

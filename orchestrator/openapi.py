@@ -23,7 +23,7 @@ def _object(properties: dict) -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    return {str(code): _json(_ref("Error"), ERRORS[code]) for code in codes}
+    return {str(code): _json(_ref("Error"), ERRORS[code]) | ERROR_HEADERS.get(code, {}) for code in codes}
 
 
 ERRORS = {
@@ -36,6 +36,8 @@ ERRORS = {
     415: "The body is not JSON (nor multipart, where that is accepted)",
     422: "The Idempotency-Key was already used for a different document",
 }
+ERROR_HEADERS = {401: {"headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"},
+                                                         "description": 'Bearer realm="steward"'}}}}
 INT = {"type": "integer"}
 INT_OR_NULL = {"type": ["integer", "null"]}
 STR = {"type": "string"}
@@ -80,8 +82,15 @@ def document(server_url: str) -> dict:
                             "file": {"type": "string", "format": "binary"},
                             "external_ref": {"type": "string", "maxLength": 255}}}},
                     }},
-                    "responses": {"201": _json(_ref("TaskCreated"),
-                                               "Created (or replayed: header Idempotent-Replayed: true)"),
+                    "responses": {"201": {**_json(_ref("TaskCreated"),
+                                                  "Created (or replayed: header Idempotent-Replayed: true)"),
+                                          "headers": {
+                                              "Location": {"required": True, "schema": STR,
+                                                           "description": "The task in the API (as `url`)"},
+                                              "Idempotent-Replayed": {
+                                                  "schema": {"type": "string", "enum": ["true"]},
+                                                  "description": "Sent when the Idempotency-Key named a task "
+                                                                 "created before: this is that task"}}},
                                   **_errors(400, 401, 403, 413, 415, 422)},
                 },
                 "get": {

@@ -80,7 +80,11 @@ def check(response, method: str, path: str) -> None:
     assert status in operation["responses"], (
         f"{method} {path} answered {status}; the document lists {sorted(operation['responses'])}: "
         f"{response.content[:200]}")
-    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    documented = operation["responses"][status]
+    missing = [name for name, header in documented.get("headers", {}).items()
+               if header.get("required") and not response.has_header(name)]
+    assert not missing, f"{method} {path} {status} lacks the header(s) {missing}"
+    schema = documented["content"]["application/json"]["schema"]
     found = problems(response.json(), schema)
     assert not found, f"{method} {path} {status}:\n" + "\n".join(found)
 

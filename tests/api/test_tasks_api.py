@@ -38,6 +38,17 @@ def test_submit_json_creates_a_queued_task(operator):
     assert (task.filename, task.external_ref, task.source, task.submitted_by) == ("inv.txt", "erp-1", "api", operator)
 
 
+def test_a_created_task_is_named_in_the_location_header(operator):
+    """The usual answer to a 201: a client that follows Location polls the task without parsing the body."""
+    client = api(operator)
+    first = post_json(client, {"content": "INVOICE 3"}, **{"Idempotency-Key": "order-18"})
+    again = post_json(client, {"content": "INVOICE 3"}, **{"Idempotency-Key": "order-18"})
+
+    task = Task.objects.get()
+    assert first["Location"] == again["Location"] == f"http://testserver/api/v1/tasks/{task.pk}"
+    assert client.get(first["Location"]).json()["id"] == task.pk
+
+
 def test_submit_a_file_as_multipart(admin_user):
     upload = SimpleUploadedFile("mail.eml", (SAMPLES / "email-vendor-bank-change.eml").read_bytes())
 
