@@ -29,7 +29,7 @@ def _errors(*codes: int) -> dict:
 ERRORS = {
     400: "A parameter or the body is wrong, or the body has a key the endpoint does not take (the error says which)",
     401: "No valid bearer token",
-    403: "The token's role does not allow this",
+    403: "The token's role does not allow this (the error names the role needed and the caller's)",
     404: "Not found, or not visible to the caller",
     409: "Conflict: the state does not allow it (already decided, already retried...)",
     413: "The document is over the size limit",

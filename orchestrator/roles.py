@@ -86,6 +86,18 @@ def user_for_bearer(header: str):
     return token.user
 
 
+def _either(words) -> str:
+    words = list(words)
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
+
+
+def role_missing(user, roles: tuple[str, ...]) -> str:
+    """What a 403 says: the role needed and the caller's, so an integrator knows which token to ask for."""
+    has = [role for role in ROLES if role in user_roles(user)]
+    return (f"This needs the {_either(roles)} role; the token's user ({user.get_username()}) has "
+            f"{_either(has) if has else 'no role'}")
+
+
 def json_error(status: int, message: str, **extra) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
@@ -110,7 +122,7 @@ def api_view(*roles: str, methods: tuple[str, ...] = ("GET",)) -> Callable:
                 response["Allow"] = ", ".join(methods)
                 return response
             if roles and not has_role(user, *roles):
-                return json_error(403, "Your role does not allow this")
+                return json_error(403, role_missing(user, roles))
             request.user = user
             return view(request, *args, **kwargs)
 

@@ -280,7 +280,7 @@ def test_paging_by_page_number_is_refused_with_how_to_page(operator, make_task):
     ("reviewer_finance", "/api/v1/approvals?stauts=approved", ["status", "queue", "before", "limit"]),
     ("operator", "/api/v1/dead-letters?error=Timeout", ["status", "error_type", "before", "limit"]),
 ])
-def test_a_misspelt_filter_is_refused_not_ignored(request, user, path, allowed):
+def test_a_misspelt_filter_is_refused_not_ignored(db, request, user, path, allowed):
     """?stauts=approved answered the pending approvals as if they were the approved ones."""
     response = api(request.getfixturevalue(user)).get(path)
 
@@ -298,3 +298,21 @@ def test_a_limit_below_one_is_refused(operator, make_task, limit):
 
     assert response.status_code == 400
     assert response.json() == {"error": f"limit must be 1 or more (at most 200 are sent), not {limit}"}
+
+
+@pytest.mark.parametrize("user, method, path, error", [
+    ("reviewer_finance", "post", "/api/v1/dead-letters/1/retry",
+     "This needs the operator or admin role; the token's user (alice) has reviewer"),
+    ("reviewer_finance", "get", "/api/v1/dead-letters",
+     "This needs the operator or admin role; the token's user (alice) has reviewer"),
+    ("operator", "get", "/api/v1/approvals",
+     "This needs the reviewer or admin role; the token's user (olga) has operator"),
+    ("outsider", "get", "/api/v1/tasks",
+     "This needs the operator, admin or reviewer role; the token's user (charlie) has no role"),
+])
+def test_a_403_names_the_role_it_needs_and_the_callers(db, request, user, method, path, error):
+    """"Your role does not allow this" left an integrator guessing which token to ask for."""
+    response = getattr(api(request.getfixturevalue(user)), method)(path)
+
+    assert response.status_code == 403
+    assert response.json() == {"error": error}
