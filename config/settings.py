@@ -23,21 +23,43 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+# A value these cannot read stops the process naming the variable: read as off, a typo such as
+# STEWARD_SECURE_COOKIES=Flase would send session cookies over plain HTTP; a bare ValueError names
+# no variable at all.
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value.strip().lower() not in ON + OFF:
+        raise ImproperlyConfigured(f"{name} is \"{value}\"; use {', '.join(ON[:-1])} or {ON[-1]} to switch it on, "
+                                   f"{', '.join(OFF[:-1])} or {OFF[-1]} to switch it off")
+    return value.strip().lower() in ON
 
 
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} is \"{value}\"; it must be a whole number ({default} is the default)") from None
 
 
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        unit = "of seconds: " if name.endswith("_S") else ""
+        raise ImproperlyConfigured(
+            f"{name} is \"{value}\"; it must be a number ({unit}{default:g} is the default)") from None
 
 
 def env_list(name: str, default: str = "") -> list[str]:

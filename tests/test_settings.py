@@ -107,3 +107,35 @@ def test_a_session_lasts_steward_session_hours():
         result = run(wrong)
         assert result.returncode != 0
         assert "STEWARD_SESSION_HOURS must be a whole number of hours, at least 1" in result.stderr, result.stderr
+
+
+def test_a_number_that_is_not_one_is_named_with_its_variable():
+    """STEWARD_LEASE_S=5m used to stop every process with "could not convert string to float: '5m'",
+    naming no variable."""
+    result = run_settings(DEBUG="1", STEWARD_LEASE_S="5m")
+
+    assert result.returncode != 0
+    assert "STEWARD_LEASE_S is \"5m\"; it must be a number (of seconds: 300 is the default)" in result.stderr
+
+
+def test_a_whole_number_that_is_not_one_is_named_with_its_variable():
+    result = run_settings(DEBUG="1", STEWARD_MAX_DOCUMENT_BYTES="10MB")
+
+    assert result.returncode != 0
+    assert "STEWARD_MAX_DOCUMENT_BYTES is \"10MB\"; it must be a whole number (10485760 is the default)" in result.stderr
+
+
+def test_a_switch_that_is_neither_on_nor_off_is_refused():
+    """STEWARD_SECURE_COOKIES=Flase used to mean off: cookies sent over plain HTTP in production."""
+    result = run_settings(SECRET_KEY="x" * 50, STEWARD_SECURE_COOKIES="Flase")
+
+    assert result.returncode != 0
+    assert ("STEWARD_SECURE_COOKIES is \"Flase\"; use 1, true, yes or on to switch it on, "
+            "0, false, no or off to switch it off") in result.stderr
+
+
+def test_the_usual_ways_to_say_off_still_say_off():
+    result = run_settings(SECRET_KEY="x" * 50, STEWARD_SECURE_COOKIES="OFF", DEBUG="false")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:3] == ["False", "False", "False"]
