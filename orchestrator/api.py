@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
@@ -408,7 +408,19 @@ def dead_letter_retry(request: HttpRequest, dead_letter_id: int) -> JsonResponse
 
 @csrf_exempt  # a POST to a wrong path is a 404, not an HTML CSRF failure
 def not_found(request: HttpRequest) -> JsonResponse:
+    path = request.path_info
+    if path.endswith("/") and _is_route(path[:-1]):
+        # Django's own URLs end in a slash, so integrators add one; say which route they meant.
+        return json_error(404, f"No API endpoint at {request.path}; did you mean {request.path[:-1]} "
+                               "(no trailing slash)? See /api/v1/openapi.json")
     return json_error(404, f"No API endpoint at {request.path}; see /api/v1/openapi.json")
+
+
+def _is_route(path: str) -> bool:
+    try:
+        return resolve(path).url_name != "api-not-found"
+    except Resolver404:
+        return False
 
 
 def _is_api(request: HttpRequest) -> bool:

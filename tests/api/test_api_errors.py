@@ -14,7 +14,6 @@ def api(user) -> Client:
 
 @pytest.mark.parametrize("path", [
     "/api/v1/nope",
-    "/api/v1/tasks/",  # a trailing slash is not the route
     "/api/v1/tasks/abc",
     "/api/v1/approvals/1/decide",
     "/api/v1/",
@@ -25,6 +24,17 @@ def test_an_unknown_api_path_is_a_json_404(operator, path):
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": f"No API endpoint at {path}; see /api/v1/openapi.json"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tasks/", "/api/v1/tasks/7/", "/api/v1/approvals/3/decision/"])
+def test_a_trailing_slash_is_a_404_that_names_the_route(operator, path):
+    """Django's own URLs end in a slash, so integrators add one; the answer says to drop it."""
+    response = api(operator).get(path)
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": f"No API endpoint at {path}; did you mean {path[:-1]} (no trailing slash)? "
+                 "See /api/v1/openapi.json"}
 
 
 def test_pages_outside_the_api_keep_their_html_404(operator, client_for):
