@@ -205,8 +205,15 @@ def _unsupported_media_type(request: HttpRequest, accepted: str) -> JsonResponse
 def _json_body(request: HttpRequest) -> dict:
     try:
         body = json.loads(request.body or b"{}")
+        # JSON may escape half a UTF-16 pair ("\ud800"), which is no character: nothing can store it.
+        json.dumps(body, ensure_ascii=False).encode()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"The body is not valid JSON: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        half = f"\\u{ord(exc.object[exc.start]):04x}"
+        raise ValueError(f"The body is not valid JSON text: \"{half}\" is half of a UTF-16 surrogate pair, no "
+                         "character; escape both halves (\"\\ud83d\\ude00\") or send the character itself in UTF-8"
+                         ) from exc
     except RecursionError as exc:
         # json's parser recurses per nesting level; a hostile or broken body must not be a 500.
         raise ValueError("The body is not valid JSON: it is nested too deeply") from exc

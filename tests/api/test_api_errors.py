@@ -326,3 +326,19 @@ def test_a_403_names_the_role_it_needs_and_the_callers(db, request, user, method
 
     assert response.status_code == 403
     assert response.json() == {"error": error}
+
+
+@pytest.mark.parametrize("body", ['{"content": "INVOICE \\ud800 5"}', '{"content": "INVOICE", "filename": "\\udfff.txt"}'])
+def test_half_a_surrogate_pair_is_a_400_that_says_how_to_send_it(operator, body):
+    """JSON may escape half a UTF-16 pair, which is no character: the answer was Python's
+    "'utf-8' codec can't encode character '\\ud800' in position 8: surrogates not allowed"."""
+    from orchestrator.models import Task
+
+    response = api(operator).post("/api/v1/tasks", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    half = "\\ud800" if "ud800" in body else "\\udfff"
+    assert response.json() == {
+        "error": f"The body is not valid JSON text: \"{half}\" is half of a UTF-16 surrogate pair, no character; "
+                 "escape both halves (\"\\ud83d\\ude00\") or send the character itself in UTF-8"}
+    assert Task.objects.count() == 0
