@@ -1,0 +1,163 @@
+"""Tables that scroll sideways on a 320 px phone (chart data, line items, corrections, a dead
+letter's edits and attempts, the admin's impact and history tables) can be scrolled with the
+keyboard: each scrolling box is reached by Tab, shows where the focus is, and is a region named
+after its table, so a screen reader says what the stop is.
+
+A box that scrolls but holds nothing focusable is not reached by the Tab key in Safari or Firefox:
+its hidden columns are out of a keyboard user's reach (WCAG 2.1.1, axe's
+scrollable-region-focusable). Screenshots go to test-artifacts/scroll-*.png.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from orchestrator.models import DeadLetter, RoutingRule, Step
+from orchestrator.services import dead_letter_create
+
+from .conftest import ARTIFACTS, log_in, triage_objects
+from .test_charts import seed_history
+
+pytestmark = pytest.mark.browser
+
+NARROW = {"width": 320, "height": 640}
+
+# Every element that scrolls sideways now (a scroll box, not the page), marked so that Python can
+# find it again; returns how many. Closed <details> (the charts' data tables) are opened first.
+MARK_SCROLLERS = """() => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });
+  let n = 0;
+  for (const e of document.querySelectorAll("body *")) {
+    const s = getComputedStyle(e);
+    if (["auto", "scroll"].includes(s.overflowX) && e.scrollWidth > e.clientWidth + 1) {
+      e.dataset.scrollTest = String(n++);
+    }
+  }
+  return n;
+}"""
+# The element the Tab key just reached: which scroller it is, if one, its tabindex attribute, and
+# whether its focus shows.
+FOCUSED_SCROLLER = """() => {
+  const e = document.activeElement, s = getComputedStyle(e);
+  return {body: e === document.body, scroller: e.dataset.scrollTest ?? null, tabindex: e.getAttribute("tabindex"),
+          seen: (s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0) || s.boxShadow !== "none"};
+}"""
+
+
+def scroller_names(page) -> dict[str, tuple[str, str]]:
+    """(role, accessible name) of each marked scroller, as the browser's accessibility tree has them."""
+    cdp = page.context.new_cdp_session(page)
+    root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    found = {}
+    for node_id in cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-scroll-test]"})["nodeIds"]:
+        attributes = cdp.send("DOM.getAttributes", {"nodeId": node_id})["attributes"]
+        mark = dict(zip(attributes[::2], attributes[1::2]))["data-scroll-test"]
+        ax = cdp.send("Accessibility.getPartialAXTree", {"nodeId": node_id, "fetchRelatives": False})["nodes"][0]
+        found[mark] = (ax.get("role", {}).get("value", ""), ax.get("name", {}).get("value", "").strip())
+    cdp.detach()
+    return found
+
+
+def check_scrollers(page, url: str, screenshot: str = "") -> tuple[int, list[str]]:
+    """How many boxes scroll sideways on the page now, and what is wrong with any of them."""
+    if url:
+        page.goto(url)
+    page.wait_for_load_state("networkidle")
+    where = url or page.url
+    count = page.evaluate(MARK_SCROLLERS)
+    if screenshot:
+        page.screenshot(path=ARTIFACTS / f"scroll-{screenshot}.png", full_page=True)
+    problems = []
+    for mark, (role, name) in scroller_names(page).items():
+        what = page.locator(f"[data-scroll-test='{mark}']").evaluate(
+            "e => `${e.tagName.toLowerCase()}.${e.className} (${e.innerText.trim().slice(0, 30)})`")
+        if role != "region" or not name:
+            problems.append(f"{where}: {what} scrolls but is not a named region (role {role!r}, name {name!r})")
+    # Tab through the whole page: every scroller must be reached, its focus seen.
+    page.evaluate("() => { document.activeElement?.blur(); window.scrollTo(0, 0); }")
+    reached = set()
+    for _ in range(300):
+        page.keyboard.press("Tab")
+        focus = page.evaluate(FOCUSED_SCROLLER)
+        if focus["body"]:
+            break
+        if focus["scroller"] is not None:
+            reached.add(focus["scroller"])
+            # Chromium lets Tab reach any scroller; Safari and Firefox only one with a tabindex.
+            if focus["tabindex"] != "0":
+                problems.append(f"{where}: scroller {focus['scroller']} has tabindex {focus['tabindex']!r}, not '0'")
+            if not focus["seen"]:
+                problems.append(f"{where}: no focus ring on scroller {focus['scroller']}")
+    for mark in sorted({str(n) for n in range(count)} - reached):
+        what = page.locator(f"[data-scroll-test='{mark}']").evaluate(
+            "e => `${e.tagName.toLowerCase()}.${e.className} (${e.innerText.trim().slice(0, 30)})`")
+        problems.append(f"{where}: {what} scrolls sideways but the Tab key does not reach it")
+    return count, problems
+
+
+LINE_ITEMS = [{"description": "Rack-mounted application servers, two sockets, 512 GB", "quantity": 2,
+               "unit_price": 9000.0, "amount": 18000.0, "tax_code": "STANDARD-RATED"},
+              {"description": "On-site installation and cabling", "quantity": 1, "unit_price": 1250.0,
+               "amount": 1250.0, "tax_code": "STANDARD-RATED"}]
+
+
+def test_every_table_that_scrolls_on_a_phone_is_reached_by_the_keyboard(
+        plain_http, live_server, reviewer_finance, operator, admin_user, make_task, make_approval, browser):
+    seed_history()
+    invoice = make_task(doc_type="Invoice", status="awaiting_approval", routed_to="finance_director",
+                        fields={"invoice_number": "INV-7001", "counterparty": "Contoso Pharmaceuticals International",
+                                "amount": 19250.0, "line_items": LINE_ITEMS})
+    # Routed when the rule's threshold was 10,000: a threshold of 5,000 would move it (the admin's impact table).
+    smaller = make_task(doc_type="Invoice", status="completed", routed_to="standard_queue", fields={"amount": 7000.0})
+    Step.objects.create(task=smaller, worker="route", attempt=1, status="succeeded", started_at=timezone.now(),
+                        output={"queue": "standard_queue", "rule": "(fallback)", "amount": "7000"})
+    approval = make_approval(invoice, "finance_director", action_summary="Pay 19,250 USD to Contoso",
+                             corrections={"counterparty": {"from": "Contoso Pharma Intl (as the model read it)",
+                                                           "to": "Contoso Pharmaceuticals International"}})
+    failed, letter, bulk = triage_objects(make_task, operator)
+    for attempt in (2, 3):
+        Step.objects.create(task=failed, worker="extract", attempt=attempt, status="failed",
+                            started_at=timezone.now(), error_type="InvalidAnswer",
+                            error_message="amount: Input should be a valid number, unable to parse string as a number")
+    edited = dead_letter_create(task=make_task(status="dead_lettered", current_step="extract"), step=None,
+                                error_type="InvalidAnswer", message="still invalid")
+    DeadLetter.objects.filter(pk=edited.pk).update(
+        status="retried", resolved_by=operator, resolved_at=timezone.now(),
+        edits={"by": "olga", "step": "extract", "fields": {"line_items": {"from": LINE_ITEMS[:1], "to": LINE_ITEMS}}})
+
+    total, problems = 0, []
+    page = log_in(browser, live_server, "alice", NARROW)
+    for path in ("/reviews/", f"/reviews/approvals/{approval.pk}/", f"/tasks/{invoice.pk}/"):
+        count, found = check_scrollers(page, live_server.url + path)
+        total, problems = total + count, problems + found
+    page.close()
+
+    page = log_in(browser, live_server, "olga", NARROW)
+    for path, shot in (("/tasks/", ""), (f"/tasks/{failed.pk}/", ""), ("/dead-letters/", ""),
+                       (f"/dead-letters/{letter.pk}/", "attempts"), (f"/dead-letters/{edited.pk}/", ""),
+                       (f"/dead-letters/bulk/{bulk.pk}/", ""), ("/stuck/", ""), ("/charts/", "charts")):
+        count, found = check_scrollers(page, live_server.url + path, screenshot=shot)
+        total, problems = total + count, problems + found
+    page.close()
+
+    # Adam changes a rule's threshold: the impact preview, then the rule's history.
+    rule = RoutingRule.objects.get(name="Invoice amount > 10,000")
+    page = log_in(browser, live_server, "adam", NARROW)
+    page.goto(live_server.url + reverse("admin:orchestrator_routingrule_change", args=[rule.pk]))
+    page.fill("#id_value", "5000")
+    page.click("input[name=_save]")
+    page.locator(".impact-sentences").wait_for()
+    count, found = check_scrollers(page, "", screenshot="admin-impact")
+    total, problems = total + count, problems + found
+    page.click("input[name=_impact_save]")
+    page.wait_for_url(re.compile(r"/admin/orchestrator/routingrule/$"))
+    count, found = check_scrollers(
+        page, live_server.url + reverse("admin:orchestrator_routingrule_history", args=[rule.pk]))
+    total, problems = total + count, problems + found
+    page.close()
+
+    assert total >= 5, f"only {total} boxes scroll sideways at 320 px: the pages no longer test what they should"
+    assert problems == [], "\n".join(problems)
