@@ -1,6 +1,7 @@
 from datetime import date
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html
 
 from reviews.admin_tools import AuditedAdmin, ImpactPreviewAdmin, OneByOneDeleteAdmin, ReadOnlyAdmin
 from reviews.impact import impact_of_deleting_rule, impact_of_rule
@@ -18,10 +19,34 @@ class RoutingRuleAdmin(ImpactPreviewAdmin, AuditedAdmin):
     a condition the route step cannot apply, before any preview. Deleting one shows its impact too. No list_editable: the list saves
     without the preview, and a rule switched off or moved ahead reroutes as much as a new value."""
 
-    list_display = ("name", "priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
+    list_display = ("name", "condition_shown", "priority", "queue", "requires_approval", "active")
     list_filter = ("active", "doc_type", "queue")
     impact_fields = ("priority", "doc_type", "field", "operator", "value", "queue", "requires_approval", "active")
     delete_hint = "To stop a rule for a while, untick Active on its page instead: it keeps its place and history."
+
+    # The name is free text and is not read when routing: after a threshold changes it may still
+    # give the old one. The condition is shown next to it here and on the task and review pages.
+    @admin.display(description="condition")
+    def condition_shown(self, rule: RoutingRule) -> str:
+        said = rule.name_misleads()
+        return f"{rule.condition} (the name says {said})" if said else rule.condition
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        help_text = "Free text, not read when routing: pages show the rule's condition next to it."
+        said = obj.name_misleads() if obj is not None else ""
+        if said:
+            # The admin shows help text as HTML: escape the condition (a text value is the admin's own).
+            help_text = format_html("The name says {}, but the rule matches {}. {}", said, obj.condition, help_text)
+        form.base_fields["name"].help_text = help_text
+        return form
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        said = obj.name_misleads()
+        if said:
+            messages.warning(request, f"The name \"{obj.name}\" says {said}, but the rule matches "
+                                      f"{obj.condition}. Saved as it is: rename it if the number is the old threshold.")
 
     def impact(self, candidate):
         return impact_of_rule(candidate)

@@ -1,6 +1,7 @@
 """Tasks, their steps (durable checkpoints), dead letters, and the admin-tuned configuration."""
 from __future__ import annotations
 
+import re
 import uuid
 from decimal import Decimal
 
@@ -269,6 +270,10 @@ class DeadLetter(models.Model):
         return f"{self.error_type} on task {self.task_id}"
 
 
+# A number as people write one in a rule's name: 10,000 or 10000 or 2.5.
+NUMBER_IN_NAME = re.compile(r"\d(?:[\d,]*\d)?(?:\.\d+)?")
+
+
 class RoutingRule(models.Model):
     """A deterministic business rule: documents that match go to `queue`.
 
@@ -301,6 +306,32 @@ class RoutingRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def condition(self) -> str:
+        """What the rule matches, in words, from its fields: "Invoice with amount > 10,000", "every
+        Contract". Pages show it next to the name, which is free text an admin may leave saying an
+        old threshold; the route step records it with each task it routes."""
+        from .workers.route import to_decimal
+
+        if not self.field:
+            return f"every {self.doc_type or 'document'}"
+        number = to_decimal(self.value)
+        value = f"{number:,f}" if number is not None and number.is_finite() else f'"{self.value}"'
+        return f"{self.doc_type or 'any document'} with {self.field} {self.get_operator_display()} {value}"
+
+    def name_misleads(self) -> str:
+        """The numbers the name gives ("10,000") when none of them is the threshold, else "". Only
+        for a warning: a name may carry numbers that are not thresholds."""
+        from .workers.route import to_decimal
+
+        threshold = to_decimal(self.value) if self.field else None
+        said = NUMBER_IN_NAME.findall(self.name)
+        if threshold is None or not threshold.is_finite() or not said:
+            return ""
+        if any(to_decimal(number.replace(",", "")) == threshold for number in said):
+            return ""
+        return " and ".join(said)
 
     def clean(self) -> None:
         """Only a condition the route step can apply as written (workers/route.py, rule_matches):

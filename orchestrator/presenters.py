@@ -95,6 +95,28 @@ def is_money(name: str) -> bool:
     return any(hint in name.lower() for hint in MONEY_FIELD_HINTS)
 
 
+def routing_rule_shown(action_data: dict) -> dict | None:
+    """The rule that routed an approval's task, for its page: its name (free text, which may give
+    an old threshold) and its condition as recorded when it routed, else the rule's condition
+    now, labelled so. None when the approval names no rule."""
+    from .models import RoutingRule
+    from .workers.route import FALLBACK_CONDITION
+
+    name = (action_data or {}).get("rule")
+    if not name:
+        return None
+    recorded = action_data.get("rule_condition")
+    if recorded:
+        return {"name": name, "condition": recorded, "note": "as it was when it routed this task"}
+    if name == "(fallback)":
+        return {"name": name, "condition": FALLBACK_CONDITION, "note": ""}
+    rule = RoutingRule.objects.filter(name=name).order_by("-active", "priority", "id").first()
+    if rule is None:
+        return {"name": name, "condition": "", "note": "no rule has this name now"}
+    return {"name": name, "condition": rule.condition,
+            "note": "its condition now: the one it routed by was not recorded"}
+
+
 def field_rows(fields: dict) -> list[dict]:
     """Extracted fields for a table; a list of objects (line items) becomes a nested table."""
     rows = []

@@ -22,7 +22,8 @@ from .health import health_check
 from .intake import IntakeError, document_text
 from .models import DocType, Source, Task, TaskStatus
 from .presenters import (
-    corrections_from_form, display_value, editable_fields, field_rows, keyset_page, pretty, query_with, render_page, transcript_blocks,
+    corrections_from_form, display_value, editable_fields, field_rows, keyset_page, pretty, query_with, render_page,
+    routing_rule_shown, transcript_blocks,
 )
 from .roles import ADMIN, OPERATOR, REVIEWER, has_role, role_required
 from .selectors import visible_tasks
@@ -132,6 +133,7 @@ def task_context(request: HttpRequest, task: Task, notice: tuple[str, str] | Non
     )
     for approval in approvals:
         approval.can_decide = approval.status == ApprovalStatus.PENDING and user_can_decide(request.user, approval)
+        approval.rule_shown = routing_rule_shown(approval.action_data)
         approval.correction_rows = [
             {"field": name, "from": display_value(change.get("from"), name), "to": display_value(change.get("to"), name)}
             for name, change in (approval.corrections or {}).items()

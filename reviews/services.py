@@ -97,6 +97,8 @@ def approval_build(task: Task, route: dict, queue: Queue) -> Approval:
             "fields": task.fields,
             "queue": queue.name,
             "rule": route["rule"],
+            # As the rule was when it routed the task (a route recorded before it was kept has none).
+            "rule_condition": route.get("rule_condition"),
             "amount": route["amount"],
         },
         reasons=route["reasons"],
@@ -301,7 +303,7 @@ def approval_move(*, approval: Approval, user, corrections: dict, fields: dict, 
                     f"the rules route it here")
     reasons = [moved_reason] + [r for r in approval.reasons if not r.startswith(RULE_REASON_PREFIX)]
     if route["requires_approval"]:
-        reasons.append(RULE_REASON.format(rule=route["rule"]))
+        reasons.append(RULE_REASON.format(rule=route["rule"], condition=route["rule_condition"]))
     now = timezone.now()
     with transaction.atomic():
         won = Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.PENDING).update(
@@ -312,14 +314,15 @@ def approval_move(*, approval: Approval, user, corrections: dict, fields: dict, 
             raise AlreadyDecided(Approval.objects.select_related("decided_by").get(pk=approval.pk))
         Task.objects.filter(pk=task.pk).update(
             fields=fields, routed_to=new_queue.name, updated_at=now,
-            route_reason=f"{moved_reason} (rule \"{route['rule']}\")",
+            route_reason=f"{moved_reason} (rule \"{route['rule']}\": {route['rule_condition']})",
         )
         successor = Approval.objects.create(
             task=task, queue=new_queue, action_kind=new_queue.action_kind, replaces=approval,
             action_summary=describe_action(task.doc_type or "Other", fields, amount, new_queue.name),
             action_data={
                 "task_id": task.pk, "doc_type": task.doc_type, "fields": fields, "queue": new_queue.name,
-                "rule": route["rule"], "amount": str(amount) if amount is not None else None,
+                "rule": route["rule"], "rule_condition": route["rule_condition"],
+                "amount": str(amount) if amount is not None else None,
                 "moved_from": old_queue,
             },
             reasons=reasons, status=ApprovalStatus.PENDING, **_deadlines(new_queue, now),

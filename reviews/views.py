@@ -18,7 +18,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 from orchestrator.roles import ADMIN, REVIEWER, role_required
-from orchestrator.presenters import corrections_from_form, display_value, editable_fields, field_rows, render_page
+from orchestrator.presenters import (
+    corrections_from_form, display_value, editable_fields, field_rows, render_page, routing_rule_shown,
+)
 
 from .links import LinkError, email_link_consume, email_link_resolve
 from .models import Approval, ApprovalStatus, RejectionReason
@@ -108,6 +110,7 @@ def _item_context(request: HttpRequest, approval: Approval, notice: tuple[str, s
         "task": task,
         "successor": Approval.objects.select_related("queue").filter(replaces=approval).first()
         if approval.status == ApprovalStatus.SUPERSEDED else None,
+        "rule_shown": routing_rule_shown(approval.action_data),
         "field_rows": field_rows(task.fields or {}),
         "editable_fields": editable_fields(task.fields or {}, typed, errors) if pending else [],
         "errors": errors,

@@ -19,11 +19,14 @@ NAME = "route"
 VERSION = "v1"
 PROMPT = "(route uses no model: RoutingRule rows decide)"
 FALLBACK_QUEUE = "standard_queue"
+FALLBACK_CONDITION = "no rule matched"
 
 # How the reasons that come from the rules and the auto-approve policy begin. Moving an approval
 # to another queue and the admin's impact preview recompute these and keep the others, so they
 # recognise them by these openings: reword a reason here, not there.
-RULE_REASON = "Rule \"{rule}\" requires approval"
+# With the rule's condition as it is when it routes: its name is free text, and may still give a
+# threshold an admin has since changed.
+RULE_REASON = "Rule \"{rule}\" ({condition}) requires approval"
 RULE_REASON_PREFIX = "Rule \""
 POLICY_REASON_PREFIXES = (RULE_REASON_PREFIX, "Low confidence", "Auto-approval is switched off",
                           "Above the auto-approve ceiling")
@@ -124,8 +127,10 @@ def choose_route(doc_type: str, fields: dict, amount: Decimal | None, rules=None
     """The first matching rule's queue, or the fallback queue (which always needs a person)."""
     rule = choose_rule(doc_type, fields, amount, rules)
     if rule is None:
-        return {"queue": FALLBACK_QUEUE, "rule": "(fallback)", "requires_approval": True}
-    return {"queue": rule.queue.name, "rule": rule.name, "requires_approval": rule.requires_approval}
+        return {"queue": FALLBACK_QUEUE, "rule": "(fallback)", "rule_condition": FALLBACK_CONDITION,
+                "requires_approval": True}
+    return {"queue": rule.queue.name, "rule": rule.name, "rule_condition": rule.condition,
+            "requires_approval": rule.requires_approval}
 
 
 def route_for_fields(task, fields: dict) -> dict:
@@ -150,7 +155,7 @@ def run(ctx: StepContext) -> dict:
 
     reasons: list[str] = []
     if rule_requires:
-        reasons.append(RULE_REASON.format(rule=rule_name))
+        reasons.append(RULE_REASON.format(rule=rule_name, condition=route["rule_condition"]))
     if task.duplicate_of_id:
         reasons.append(f"Exact duplicate of task {task.duplicate_of_id}")
     for finding in task.findings or []:
@@ -173,6 +178,7 @@ def run(ctx: StepContext) -> dict:
     return {
         "queue": queue_name,
         "rule": rule_name,
+        "rule_condition": route["rule_condition"],
         "amount": str(amount) if amount is not None else None,
         "extracted_amount": str(extracted) if extracted is not None else None,
         "document_amount": str(parsed) if parsed is not None else None,

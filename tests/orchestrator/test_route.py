@@ -39,7 +39,7 @@ def test_large_invoice_goes_to_the_finance_director_and_waits(run_pipeline, make
     approval = Approval.objects.get(task=task)
     assert approval.status == "pending"
     assert approval.queue.name == "finance_director"
-    assert 'Rule "Invoice amount > 10,000" requires approval' in approval.reasons
+    assert 'Rule "Invoice amount > 10,000" (Invoice with amount > 10,000) requires approval' in approval.reasons
     assert approval.action_summary == "Send payment approval for invoice INV-2024-0892, $15,400, to finance_director"
 
 

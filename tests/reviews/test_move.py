@@ -33,7 +33,7 @@ def test_a_correction_to_a_large_amount_moves_the_item_to_finance(
     assert successor.action_summary == "Send payment approval for invoice INV-1, $50,000, to finance_director"
     assert successor.reasons[0].startswith("Moved from standard_queue by rita: with the correction (amount 500 → 50,000)")
     assert "Low confidence (0.80 < 0.95)" in successor.reasons
-    assert 'Rule "Invoice amount > 10,000" requires approval' in successor.reasons
+    assert 'Rule "Invoice amount > 10,000" (Invoice with amount > 10,000) requires approval' in successor.reasons
     assert successor.due_at is not None
     task = Task.objects.get()
     assert task.status == "awaiting_approval" and task.current_step != "act"
