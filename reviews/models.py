@@ -32,7 +32,9 @@ class Queue(models.Model):
     )
     action_kind = models.CharField(max_length=10, choices=ActionKind.choices, default=ActionKind.WEBHOOK)
     webhook_url = models.URLField(blank=True, help_text="Empty: STEWARD_WEBHOOK_URL")
-    action_email = models.EmailField(blank=True, help_text="For email actions: where the decision goes")
+    action_email = models.EmailField(
+        blank=True, help_text="For email actions: where the decision goes. Empty: each of the queue's reviewers who "
+                              "has an email address (with none, the action is dead-lettered)")
     notify_reviewers = models.BooleanField(
         default=True, help_text="Email each reviewer (with their own approve and reject links) when an approval arrives"
     )

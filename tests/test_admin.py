@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from orchestrator.models import Budget, DeadLetter, OperatorAction, SweepRun, Task
-from reviews.models import Approval, AuditEvent
+from reviews.models import Approval, AuditEvent, Queue
 
 pytestmark = pytest.mark.django_db
 
@@ -141,3 +141,13 @@ def test_api_tokens_are_made_by_create_api_token_and_only_revoked_in_admin(admin
 
     client.post(reverse("admin:orchestrator_apitoken_delete", args=[token.pk]), {"post": "yes"})
     assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/tasks").status_code == 401
+
+
+def test_the_queue_page_says_where_an_email_action_goes_without_an_address(admin_user, client_for):
+    """An email action with no address goes to the queue's reviewers: the field said only "where
+    the decision goes", so an admin leaving it empty could not know who would get the mail."""
+    queue = Queue.objects.get(name="finance_director")
+    page = client_for(admin_user).get(reverse("admin:reviews_queue_change", args=[queue.pk])).text
+
+    assert ("Empty: each of the queue's reviewers who has an email address (with none, the action is "
+            "dead-lettered)") in page
