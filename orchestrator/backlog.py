@@ -14,33 +14,63 @@ One declaration per Celery queue, on one connection (Redis: a PING when the chan
 an EXISTS and an LLEN pipeline per queue), with socket timeouts so that a hung broker
 cannot hold a sweep or a page. A queue the broker does not know holds nothing: Redis deletes a
 list when it empties, so an idle queue, or one whose messages were all lost, answers NOT_FOUND.
+
+The sweeper asks afresh each time. The stuck-work page asks with a shorter timeout and keeps the
+answer (or the broker's silence) a few seconds per process: reloads, and several operators on the
+page, ask once, and a hung broker costs one load PAGE_TIMEOUT_S, not every load.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-# Seconds to connect to the broker and for each answer.
+# Seconds to connect to the broker and for each answer: the sweeper's, and the stuck-work page's.
 TIMEOUT_S = 5.0
+PAGE_TIMEOUT_S = 2.0
+# How long the stuck-work page's answer is kept, per process.
+PAGE_CACHE_S = 5.0
+# (when it was asked, the queues asked about, the answer) of the page's last question.
+_page_answer: tuple[float, tuple[str, ...], dict[str, int] | None] | None = None
 # Whether the last attempt failed: a broker that cannot say is logged once, not every sweep.
 _failing = False
 
 
-def messages_waiting(queues: Iterable[str]) -> dict[str, int] | None:
+def messages_waiting_for_page(queues: Iterable[str]) -> dict[str, int] | None:
+    """messages_waiting for the stuck-work page: the same answer as within the last PAGE_CACHE_S
+    seconds for the same queues, else asked with PAGE_TIMEOUT_S."""
+    global _page_answer
+    names = tuple(sorted(set(queues)))
+    last = _page_answer
+    if last is not None and last[1] == names and time.monotonic() - last[0] < PAGE_CACHE_S:
+        return last[2]
+    answer = messages_waiting(names, timeout_s=PAGE_TIMEOUT_S)
+    _page_answer = (time.monotonic(), names, answer)
+    return answer
+
+
+def forget() -> None:
+    """Drop the page's kept answer (tests: each starts with a broker of its own)."""
+    global _page_answer
+    _page_answer = None
+
+
+def messages_waiting(queues: Iterable[str], timeout_s: float = TIMEOUT_S) -> dict[str, int] | None:
     """{queue: messages waiting in it}, or None when the broker cannot say (unreachable, an error,
-    a transport that does not count): the caller then does without, and it is logged once."""
+    a transport that does not count) within `timeout_s` to connect and `timeout_s` an answer: the
+    caller then does without, and it is logged once."""
     global _failing
     from config.celery import app
 
     names = sorted(set(queues))
     if not names:
         return {}
-    options = {"socket_connect_timeout": TIMEOUT_S, "socket_timeout": TIMEOUT_S}
+    options = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
     counts: dict[str, int] = {}
     try:
-        with app.connection_for_read(connect_timeout=TIMEOUT_S, transport_options=options) as conn:
+        with app.connection_for_read(connect_timeout=timeout_s, transport_options=options) as conn:
             conn.ensure_connection(max_retries=0)
             channel = conn.channel()
             try:

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from reviews.models import Queue
 
-from .backlog import messages_waiting
+from .backlog import messages_waiting_for_page
 from .models import (
     BulkRetry, BulkRetryItem, BulkRetryItemStatus, BulkRetryStatus, DeadLetter, DeadLetterGroup, DeadLetterStatus,
     DocType,
@@ -437,7 +437,7 @@ def _broker_queues(now) -> dict[str, dict] | None:
     how many of its tasks may have lost their message}} for the queues that have queued tasks,
     as the sweeper counts them; None when the broker cannot say."""
     queued = {queue: sum(steps.values()) for queue, steps in queued_by_celery_queue(now).items()}
-    waiting = messages_waiting(queued)
+    waiting = messages_waiting_for_page(queued)
     if waiting is None:
         return None
     return {queue: {"queued": count, "waiting": waiting[queue], "behind": max(count - waiting[queue], 0)}

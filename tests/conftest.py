@@ -107,6 +107,17 @@ def _fresh_tuning():
     forget()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_broker_answer():
+    """The stuck-work page keeps the broker's answer a few seconds per process
+    (orchestrator/backlog.py): each test asks its own broker."""
+    from orchestrator.backlog import forget
+
+    forget()
+    yield
+    forget()
+
+
 def save_changes(queryset, **changes) -> None:
     """Change rows as an admin does (save(), so signals run: a tuning change reaches the workers)."""
     for row in queryset:

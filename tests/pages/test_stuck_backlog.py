@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 
 import pytest
 from django.utils import timezone
 
 from config.celery import app
+from orchestrator import backlog
 from orchestrator.pipeline import send_task_now
 from orchestrator.tasks import run_task
 from tests.conftest import purge_broker_queues
@@ -78,3 +80,51 @@ def test_when_the_broker_cannot_say_the_page_says_so(operator, client_for, make_
 
     assert "The broker did not say how many messages wait" in page
     assert "a broker message" in row(page, task)
+
+
+def test_reloading_the_page_asks_the_broker_once_in_a_few_seconds(operator, client_for, make_task, settings,
+                                                                  monkeypatch):
+    """Each load asked the broker (a connection, a declaration per queue): a page left refreshing,
+    or several operators on it, asked as often. The answer is kept for a few seconds per process."""
+    settings.STEWARD_STUCK_AFTER_S = 60
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    task = make_task(status="queued", enqueued_at=timezone.now() - timezone.timedelta(minutes=30))
+    send_task_now(run_task, task.pk, queue=queue)
+    asked = []
+    connect = app.connection_for_read
+    monkeypatch.setattr(app, "connection_for_read", lambda *args, **kwargs: asked.append(1) or connect(*args, **kwargs))
+    client = client_for(operator)
+
+    pages = [client.get("/stuck/").text for _ in range(2)]
+
+    assert len(asked) == 1
+    assert all(f"<code>{queue}</code>: 1 message waiting for 1 queued task" in page for page in pages)
+    monkeypatch.setattr(backlog, "PAGE_CACHE_S", 0)  # the few seconds are over
+    client.get("/stuck/")
+    assert len(asked) == 2
+
+
+def test_a_broker_that_does_not_answer_holds_the_page_2_seconds_at_most(operator, client_for, make_task,
+                                                                         settings, monkeypatch):
+    """A broker that takes the connection and then says nothing (hung, or a firewall that drops
+    the packets) held the page 5 s and more on every load."""
+    settings.STEWARD_STUCK_AFTER_S = 60
+    task = make_task(status="queued", enqueued_at=timezone.now() - timezone.timedelta(hours=1))
+    client = client_for(operator)
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # connections are taken (by the kernel), never answered
+        with monkeypatch.context() as patch:
+            patch.setitem(app.conf, "broker_read_url", f"redis://127.0.0.1:{hung.getsockname()[1]}/0")
+            patch.setitem(app.conf, "broker_transport", "config.broker:RedisTransport")
+            started = time.monotonic()
+            page = client.get("/stuck/").text
+            took = time.monotonic() - started
+            again = client.get("/stuck/").text
+            took_again = time.monotonic() - started - took
+
+    assert took < 3, f"the page took {took:.1f} s"
+    assert took_again < 0.5, f"the second load asked the hung broker again ({took_again:.1f} s)"
+    for shown in (page, again):
+        assert "The broker did not say how many messages wait" in shown
+        assert "a broker message" in row(shown, task)
