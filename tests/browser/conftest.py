@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -72,14 +73,49 @@ def watch_csp(page) -> list[str]:
     return violations
 
 
+def track_requests(page) -> None:
+    """Keep page.requests_in_flight: the requests the page has sent and not had answered (settle)."""
+    page.requests_in_flight = in_flight = set()
+    page.on("request", lambda request: in_flight.add(request))
+    # A redirect finishes its request and sends a new one.
+    page.on("requestfinished", lambda request: in_flight.discard(request))
+    page.on("requestfailed", lambda request: in_flight.discard(request))
+
+
+# Resolves once the page has drawn twice and run what was queued before it (an IntersectionObserver's
+# first callback, a securitypolicyviolation event).
+_NEXT_FRAMES = """() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(
+  () => setTimeout(done, 0))))"""
+
+
+def settle(page) -> None:
+    """Wait until a loaded page's requests (htmx's included) are answered and swapped in, for a page
+    that track_requests watches: what a sweep of many pages needs after page.goto.
+
+    wait_for_load_state("networkidle") waits for the same, then for 500 ms without a request: half
+    a second of nothing on every page (45 of test_content_security_policy's 70 s). No Steward page
+    sends a request by itself sooner than 2 s after loading (hx-trigger "every 2s" is the soonest),
+    so those 500 ms catch nothing; a page that ever does (a "load delay:..." trigger, a timer)
+    needs networkidle again."""
+    page.wait_for_load_state("load")
+    page.evaluate(_NEXT_FRAMES)
+    deadline = time.monotonic() + 15
+    while page.requests_in_flight:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{page.url}: still waiting for {[r.url for r in page.requests_in_flight]}")
+        page.wait_for_timeout(10)  # lets Playwright take the browser's events meanwhile
+    page.evaluate(_NEXT_FRAMES)
+
+
 def log_in(browser, live_server, username: str, viewport: dict = DESKTOP, lands: bool = True):
     """A new page (15 s timeouts) signed in as one of tests/conftest.py's actors (password
     pw-<username>), on the page Steward lands them on; with `lands` False, for a user Steward sends
     to no page of their own (no role), on whatever page answered. Its CSP violations collect in
-    page.csp_violations (watch_csp)."""
+    page.csp_violations (watch_csp); its requests are tracked for settle."""
     page = browser.new_page(viewport=viewport)
     page.set_default_timeout(15_000)
     page.csp_violations = watch_csp(page)
+    track_requests(page)
     page.goto(f"{live_server.url}/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", f"pw-{username}")

@@ -22,7 +22,7 @@ from orchestrator.services import task_submit
 from reviews.links import email_link_create
 from reviews.models import Approval
 
-from .conftest import ARTIFACTS, DESKTOP, log_in, triage_objects, watch_csp
+from .conftest import ARTIFACTS, DESKTOP, log_in, settle, track_requests, triage_objects, watch_csp
 from .test_charts import seed_history
 from .test_keyboard import northwind_approvals
 
@@ -36,7 +36,7 @@ CONTRACT = (Path(__file__).resolve().parents[2] / "orchestrator/samples/contract
 def visit(page, url: str, screenshot: str = "") -> None:
     response = page.goto(url)
     assert "default-src 'self'" in response.headers.get("content-security-policy", ""), f"{url}: no policy"
-    page.wait_for_load_state("networkidle")
+    settle(page)
     if screenshot:
         page.screenshot(path=ARTIFACTS / f"csp-{screenshot}.png", full_page=True)
 
@@ -77,6 +77,7 @@ def test_no_page_breaks_the_policy_for_any_role(plain_http, live_server, simulat
     page = browser.new_page(viewport=DESKTOP)
     page.set_default_timeout(15_000)
     violations.append(watch_csp(page))
+    track_requests(page)
     visit(page, f"{live_server.url}/login/", screenshot="login")
     visit(page, f"{live_server.url}/no-such-page/")
     visit(page, f"{live_server.url}/login/")

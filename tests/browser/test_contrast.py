@@ -11,7 +11,7 @@ from django.utils import timezone
 from orchestrator.models import Step
 from orchestrator.services import bulk_retry_create, dead_letter_create
 
-from .conftest import log_in
+from .conftest import log_in, settle
 from .test_charts import seed_history
 
 pytestmark = pytest.mark.browser
@@ -54,7 +54,7 @@ LOW_CONTRAST = r"""() => {
 
 def low_contrast(page, path: str) -> list[str]:
     page.goto(path)
-    page.wait_for_load_state("networkidle")
+    settle(page)
     page.evaluate("document.querySelectorAll('main details').forEach(d => { d.open = true; })")  # tables, transcripts
     return [f"{path}: {text}" for text in page.evaluate(LOW_CONTRAST)]
 

@@ -15,7 +15,7 @@ from orchestrator.models import DeadLetter
 from orchestrator.services import dead_letter_create
 from reviews.links import email_link_create
 
-from .conftest import log_in, triage_objects
+from .conftest import log_in, settle, triage_objects
 from .test_keyboard import northwind_approvals
 
 pytestmark = pytest.mark.browser
@@ -61,7 +61,7 @@ def skipped_headings(page) -> list[str]:
 
 def check(page, url: str, tabs: int = 40) -> list[str]:
     page.goto(url)
-    page.wait_for_load_state("networkidle")
+    settle(page)
     problems = [f"{url}: {problem}" for problem in skipped_headings(page)]
     structure = page.evaluate(STRUCTURE)
     if structure != {"lang": "en", "h1": 1, "main": 1, "nav": 1}:
