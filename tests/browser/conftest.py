@@ -23,25 +23,41 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def browser(monkeypatch):
+@pytest.fixture(scope="module")
+def _chromium():
+    """One Chromium for the tests of a module: Playwright and Chromium starting and stopping took
+    about 0.7 s a test. The tests share the process only (see browser)."""
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is not installed (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("playwright is not installed")
-    # Playwright's sync API keeps an event loop in this thread; the test's ORM calls are plain sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-        # While Playwright's event loop runs in this thread, Django keeps the test's connections
-        # apart from the ones outside it (asgiref's Local follows the context): hand those back to
-        # the pool here, or one stays open and the test database cannot be dropped at the end.
-        connections.close_all()
+    outside = {alias: connections[alias] for alias in connections}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        # Playwright's sync API keeps an event loop in this thread; the tests' ORM calls are plain sync.
+        monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            # While that loop runs, Django looks up connections in storage of the loop's own (asgiref's
+            # Local follows the context), where it would open new ones: without the test database's
+            # seeded rows (the serialized rollback of the tests after the first restored nothing),
+            # and left open, so that the test database could not be dropped. Use the same ones.
+            for alias, connection in outside.items():
+                connections[alias] = connection
+            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+
+
+@pytest.fixture
+def browser(_chromium):
+    """Chromium, shared with the other tests of the module. browser.new_page() gives each page a
+    context of its own (cookies, storage, cache), and every context a test opened is closed at its
+    end, so nothing of one test reaches the next."""
+    yield _chromium
+    for context in _chromium.contexts:
+        context.close()
 
 
 @pytest.fixture
