@@ -281,6 +281,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
         "control_folder": str(BROKER_DIR / "control"),
+        # kombu looks at the folder once a second by default, and also waits that second whenever
+        # all of a worker's threads are busy: a worker then takes about one message per thread a
+        # second, however fast the steps run, and behind a backlog the sweeper's 30 s control
+        # messages can expire unread. A look costs one directory listing.
+        "polling_interval": 0.1,
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # kombu's Redis transport, sharing one client object per channel (config/broker.py).

@@ -311,8 +311,6 @@ class CeleryProcess:
         self.log_path = ARTIFACTS / f"{kind}-{os.getpid()}-{time.time_ns()}.log"
         self.env = {
             **os.environ,
-            # Steward's settings, with a filesystem broker polled every 0.1 s instead of 1 s.
-            "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
             "DATABASE_URL": database_url(),
             "STEWARD_CELERY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
             "STEWARD_CONTROL_QUEUE": settings.STEWARD_CONTROL_QUEUE,
