@@ -25,7 +25,7 @@ TEXT_MAX = Task._meta.get_field("external_ref").max_length  # filename's too
 MAX_PAGE_SIZE = 200
 # What each body may hold; anything else is refused (see _unknown).
 TASK_KEYS = ("content", "filename", "external_ref")
-MULTIPART_FIELDS = ("file", "external_ref")
+MULTIPART_FIELDS = ("file", "filename", "external_ref")
 DECISION_KEYS = ("decision", "reason", "comment", "fields")
 
 
@@ -274,9 +274,10 @@ def _task_create(request: HttpRequest) -> JsonResponse:
             if unknown := _unknown([*request.POST, *request.FILES], MULTIPART_FIELDS, noun="field",
                                    where="the multipart body"):
                 return unknown
-            filename = upload.name
             check_size(upload.size)  # before reading it into memory: Django only spooled it to disk
-            content = document_text(upload.read(), filename)
+            # Read as the file it is; stored under the name given, as the JSON body's "filename" is.
+            content = document_text(upload.read(), upload.name)
+            filename = request.POST.get("filename") or upload.name
             external_ref = request.POST.get("external_ref", "")
         else:
             body = _json_body(request)

@@ -80,6 +80,8 @@ def document(server_url: str) -> dict:
                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                                            "additionalProperties": False, "properties": {
                             "file": {"type": "string", "format": "binary"},
+                            "filename": {"type": "string", "maxLength": 255,
+                                         "description": "Stored instead of the file's own name"},
                             "external_ref": {"type": "string", "maxLength": 255}}}},
                     }},
                     "responses": {"201": {**_json(_ref("TaskCreated"),

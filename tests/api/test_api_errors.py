@@ -234,9 +234,21 @@ def test_a_multipart_submission_with_an_unknown_field_is_refused(operator):
 
     assert response.status_code == 400
     assert response.json() == {
-        "error": "Unknown field \"externalref\" in the multipart body; it takes file, external_ref",
-        "allowed": ["file", "external_ref"]}
+        "error": "Unknown field \"externalref\" in the multipart body; it takes file, filename, external_ref",
+        "allowed": ["file", "filename", "external_ref"]}
     assert Task.objects.count() == 0
+
+
+def test_a_multipart_filename_field_names_the_document(operator):
+    """As the JSON body's "filename" does; the file is still read as what it is (its own name)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = api(operator).post("/api/v1/tasks", {"file": SimpleUploadedFile("upload.txt", b"INVOICE 9"),
+                                                    "filename": "ERP-export-9.txt"})
+
+    assert response.status_code == 201, response.content
+    task = api(operator).get(response["Location"]).json()
+    assert task["filename"] == "ERP-export-9.txt"
 
 
 def test_a_retry_with_edits_in_its_body_retries_nothing(operator, make_task):
