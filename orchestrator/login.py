@@ -8,12 +8,15 @@ machine shares: however many gunicorn processes answer, a user name gets that ma
 per wait, not processes x that many. A try is counted before its password is checked, and forgotten
 when the password was right, so that processes checking at the same moment cannot together go past
 the limit either. A refused attempt does not run the password hasher. The sweeper deletes the
-counts whose wait is over (login_failures_forget).
+counts whose wait is over (login_failures_forget), and the sessions that expired
+(sessions_clear_expired).
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime, timedelta
+from importlib import import_module
 
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -25,6 +28,10 @@ from django.utils import timezone
 from .models import LoginFailure
 
 TOO_MANY = "Too many failed logins for this user name: try again in a few minutes."
+# How often a process looks for expired sessions: a session lasts STEWARD_SESSION_HOURS (at least 1).
+SESSIONS_CLEAR_EVERY_S = 3600.0
+# When this process last looked (time.monotonic()), None before its first sweep.
+_sessions_cleared_at: float | None = None
 
 
 def _hash(username: str) -> str:
@@ -65,6 +72,28 @@ def login_failures_forget(now: datetime) -> int:
     never again would otherwise keep its row for good."""
     since = now - timedelta(seconds=settings.STEWARD_LOGIN_LOCKOUT_S)
     return LoginFailure.objects.filter(first_failure_at__lte=since).delete()[0]
+
+
+def sessions_clear_expired() -> bool:
+    """Delete the expired sessions of SESSION_ENGINE, what Django's clearsessions does (the
+    sweeper's housekeeping): Django never deletes a session nobody comes back with, so the table
+    would keep one row per login for good. At most once every SESSIONS_CLEAR_EVERY_S per process,
+    not every sweep (every STEWARD_SWEEP_INTERVAL_S): the database engine's is one DELETE by the
+    indexed expiry date, but the file engine's reads every session file. Returns whether it looked."""
+    global _sessions_cleared_at
+    now = time.monotonic()
+    if _sessions_cleared_at is not None and now - _sessions_cleared_at < SESSIONS_CLEAR_EVERY_S:
+        return False
+    # Counted from the attempt: a failing session store costs one error an hour, not one a sweep.
+    _sessions_cleared_at = now
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()
+    return True
+
+
+def sessions_forget() -> None:
+    """Look again at the next sweep (tests: each starts as a fresh process would)."""
+    global _sessions_cleared_at
+    _sessions_cleared_at = None
 
 
 class ThrottledLogin:

@@ -7,7 +7,7 @@
 - a running bulk retry whose next tick is long overdue: its message was lost -> send a tick.
 Each run is recorded (SweepRun) with one SweepAction per task it touched, for the stuck-work page;
 runs that did nothing are kept for a day, the others for 30 days. It also deletes the failed-login
-counts whose wait is over (orchestrator/login.py).
+counts whose wait is over, and, once an hour per process, the expired sessions (orchestrator/login.py).
 A task recovered more than STEWARD_MAX_RECOVERIES times is dead-lettered instead. Every change is
 a compare-and-set, so two sweepers (or a sweeper racing a worker) cannot double-run a task.
 """
@@ -75,7 +75,7 @@ def _recover(task_id: int, condition: Q, reason: str, now, actions: list | None 
 
 def sweep(now=None) -> dict:
     """Run every recovery rule once, and record what was done (SweepRun, SweepAction)."""
-    from .login import login_failures_forget
+    from .login import login_failures_forget, sessions_clear_expired
     from .models import SweepAction, SweepRun
 
     started = timezone.now()
@@ -91,6 +91,7 @@ def sweep(now=None) -> dict:
     SweepRun.objects.filter(actions_count=0, started_at__lt=started - timedelta(days=1)).delete()
     SweepRun.objects.filter(started_at__lt=started - timedelta(days=30)).delete()
     login_failures_forget(started)
+    sessions_clear_expired()
     return report
 
 

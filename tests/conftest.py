@@ -118,6 +118,17 @@ def _fresh_broker_answer():
     forget()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_session_clearing():
+    """The sweeper looks for expired sessions once an hour per process (orchestrator/login.py):
+    each test's first sweep looks, as a fresh process's would."""
+    from orchestrator.login import sessions_forget
+
+    sessions_forget()
+    yield
+    sessions_forget()
+
+
 def save_changes(queryset, **changes) -> None:
     """Change rows as an admin does (save(), so signals run: a tuning change reaches the workers)."""
     for row in queryset:

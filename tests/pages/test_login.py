@@ -137,6 +137,42 @@ def test_the_sweeper_deletes_the_counts_whose_wait_is_over(admin_user, reviewer_
     assert list(LoginFailure.objects.all()) == [alices]
 
 
+def test_the_sweeper_deletes_the_sessions_that_expired(admin_user, reviewer_finance):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from orchestrator.sweeper import sweep
+
+    _, adams = log_in("/login/", "adam", "pw-adam")
+    _, alices = log_in("/login/", "alice", "pw-alice")
+    Session.objects.filter(session_key=adams.session.session_key).update(
+        expire_date=timezone.now() - timedelta(minutes=1))
+
+    sweep()
+
+    assert list(Session.objects.values_list("session_key", flat=True)) == [alices.session.session_key]
+    assert alices.get("/reviews/").status_code == 200
+
+
+def test_expired_sessions_are_looked_for_once_an_hour_per_process(admin_user, reviewer_finance):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from orchestrator.sweeper import sweep
+
+    sweep()
+    _, adams = log_in("/login/", "adam", "pw-adam")
+    Session.objects.update(expire_date=timezone.now() - timedelta(minutes=1))
+
+    sweep()  # a sweep every STEWARD_SWEEP_INTERVAL_S (30 s): the session table is not searched each time
+
+    assert Session.objects.filter(session_key=adams.session.session_key).exists()
+
+
 def test_a_session_lasts_a_working_day_not_two_weeks(reviewer_finance):
     from datetime import timedelta
 
