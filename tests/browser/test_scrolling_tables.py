@@ -1,10 +1,11 @@
 """Tables that scroll sideways on a 320 px phone (chart data, line items, corrections, a dead
-letter's edits and attempts, the admin's impact and history tables) can be scrolled with the
-keyboard: each scrolling box is reached by Tab, shows where the focus is, and is a region named
-after its table, so a screen reader says what the stop is.
+letter's edits and attempts, the admin's impact and history tables), and the long text blocks that
+scroll down inside a page (a step's input, output and transcript, a traceback, the document), can
+be scrolled with the keyboard: each scrolling box is reached by Tab, shows where the focus is, and
+is a region named after what it holds, so a screen reader says what the stop is.
 
 A box that scrolls but holds nothing focusable is not reached by the Tab key in Safari or Firefox:
-its hidden columns are out of a keyboard user's reach (WCAG 2.1.1, axe's
+its hidden columns, or lines, are out of a keyboard user's reach (WCAG 2.1.1, axe's
 scrollable-region-focusable). Screenshots go to test-artifacts/scroll-*.png.
 """
 from __future__ import annotations
@@ -25,14 +26,17 @@ pytestmark = pytest.mark.browser
 
 NARROW = {"width": 320, "height": 640}
 
-# Every element that scrolls sideways now (a scroll box, not the page), marked so that Python can
-# find it again; returns how many. Closed <details> (the charts' data tables) are opened first.
+# Every element that scrolls now, sideways or down (a scroll box, not the page), marked so that
+# Python can find it again; returns how many. Closed <details> (the charts' data tables, a step's
+# input and output) are opened first. Not a textarea or select: a labelled control, Tab reaches it.
 MARK_SCROLLERS = """() => {
   document.querySelectorAll("details").forEach(d => { d.open = true; });
+  const scrolls = overflow => ["auto", "scroll"].includes(overflow);
   let n = 0;
-  for (const e of document.querySelectorAll("body *")) {
+  for (const e of document.querySelectorAll("body *:not(textarea, select)")) {
     const s = getComputedStyle(e);
-    if (["auto", "scroll"].includes(s.overflowX) && e.scrollWidth > e.clientWidth + 1) {
+    if ((scrolls(s.overflowX) && e.scrollWidth > e.clientWidth + 1)
+        || (scrolls(s.overflowY) && e.scrollHeight > e.clientHeight + 1)) {
       e.dataset.scrollTest = String(n++);
     }
   }
@@ -62,7 +66,7 @@ def scroller_names(page) -> dict[str, tuple[str, str]]:
 
 
 def check_scrollers(page, url: str, screenshot: str = "") -> tuple[int, list[str]]:
-    """How many boxes scroll sideways on the page now, and what is wrong with any of them."""
+    """How many boxes scroll on the page now, and what is wrong with any of them."""
     if url:
         page.goto(url)
     page.wait_for_load_state("networkidle")
@@ -94,7 +98,7 @@ def check_scrollers(page, url: str, screenshot: str = "") -> tuple[int, list[str
     for mark in sorted({str(n) for n in range(count)} - reached):
         what = page.locator(f"[data-scroll-test='{mark}']").evaluate(
             "e => `${e.tagName.toLowerCase()}.${e.className} (${e.innerText.trim().slice(0, 30)})`")
-        problems.append(f"{where}: {what} scrolls sideways but the Tab key does not reach it")
+        problems.append(f"{where}: {what} scrolls but the Tab key does not reach it")
     return count, problems
 
 
@@ -160,4 +164,38 @@ def test_every_table_that_scrolls_on_a_phone_is_reached_by_the_keyboard(
     page.close()
 
     assert total >= 5, f"only {total} boxes scroll sideways at 320 px: the pages no longer test what they should"
+    assert problems == [], "\n".join(problems)
+
+
+def test_every_long_text_block_that_scrolls_is_reached_by_the_keyboard(
+        plain_http, live_server, reviewer_finance, operator, make_task, make_approval, browser):
+    """A step's input, output and transcript, an extracted list, a dead letter's evidence and
+    traceback, and the document scroll down inside their boxes once longer than the box."""
+    lines = "\n".join(f"Line {n}: 1 x consulting services, March, 1,250.00 USD" for n in range(120))
+    long = {f"line_{n}": f"consulting services {n}" for n in range(80)}
+    task = make_task(doc_type="Invoice", status="dead_lettered", current_step="extract", content=lines,
+                     routed_to="finance_director", fields={"amount": 1250.0, "notes": [f"note {n}" for n in range(80)]})
+    step = Step.objects.create(task=task, worker="extract", attempt=1, status="failed", started_at=timezone.now(),
+                               input=long, output=long, error_type="InvalidAnswer", error_message="invalid",
+                               transcript=[{"kind": "request", "model": "m", "messages": [{"role": "user", "content": lines}]},
+                                           {"kind": "response", "content": lines}])
+    letter = dead_letter_create(task=task, step=step, error_type="InvalidAnswer", message="invalid",
+                                traceback=lines, evidence=long)
+    approval = make_approval(make_task(doc_type="Invoice", status="awaiting_approval", content=lines,
+                                       routed_to="finance_director", fields={"notes": [f"note {n}" for n in range(80)]}),
+                             "finance_director", action_summary="Pay 1,250 USD")
+
+    total, problems = 0, []
+    page = log_in(browser, live_server, "alice")
+    count, found = check_scrollers(page, live_server.url + f"/reviews/approvals/{approval.pk}/")
+    total, problems = total + count, problems + found
+    page.close()
+    page = log_in(browser, live_server, "olga")
+    for path, shot in ((f"/tasks/{task.pk}/", "task-blocks"), (f"/dead-letters/{letter.pk}/", "")):
+        count, found = check_scrollers(page, live_server.url + path, screenshot=shot)
+        total, problems = total + count, problems + found
+    page.close()
+
+    # The task page alone: input, output, two transcript blocks, notes, evidence, traceback, document.
+    assert total >= 10, f"only {total} boxes scroll: the pages no longer test what they should"
     assert problems == [], "\n".join(problems)

@@ -176,7 +176,7 @@ def test_document_content_is_escaped(operator, client_for, make_task, make_step)
     assert evil not in page
     assert "<b>x</b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert '<pre class="document">INVOICE\n&lt;script&gt;alert(1)&lt;/script&gt;' in page
+    assert '<pre class="document" tabindex="0" role="region" aria-label="Document text">INVOICE\n&lt;script&gt;alert(1)&lt;/script&gt;' in page
 
 
 def test_task_page_shows_results_totals_and_timeline(operator, client_for, make_task, make_step):
