@@ -458,12 +458,10 @@ def server_error(request: HttpRequest) -> HttpResponse:
 def openapi(request: HttpRequest) -> JsonResponse:
     """The API's description, for a bearer token or a logged-in session."""
     from .openapi import document
-    from .roles import user_for_bearer
+    from .roles import method_refused, user_for_bearer
 
-    if request.method != "GET":
-        response = json_error(405, f"Method {request.method} not allowed")
-        response["Allow"] = "GET"
-        return response
+    if refused := method_refused(request, ("GET",)):
+        return refused
     if not request.user.is_authenticated and user_for_bearer(request.headers.get("Authorization", "")) is None:
         response = json_error(401, "Log in or send a bearer token")
         response["WWW-Authenticate"] = 'Bearer realm="steward"'

@@ -65,7 +65,9 @@ def document(server_url: str) -> dict:
         "openapi": "3.1.0",
         "info": {"title": "Steward API", "version": "1.0.0",
                  "description": "Submit documents, read results, decide approvals, retry dead letters. "
-                                "Authenticate with `Authorization: Bearer <token>` (manage.py create_api_token)."},
+                                "Authenticate with `Authorization: Bearer <token>` (manage.py create_api_token). "
+                                "Every GET answers HEAD too (same status and headers, no body); OPTIONS answers "
+                                "204 with `Allow` naming a path's methods, and any other method 405 with `Allow`."},
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}],
         "paths": {

@@ -8,7 +8,7 @@ from typing import Callable
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
@@ -102,8 +102,28 @@ def json_error(status: int, message: str, **extra) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
 
+def method_refused(request, methods: tuple[str, ...]) -> HttpResponse | None:
+    """None when the view serves request.method; else OPTIONS' 204 or a JSON 405, each with Allow.
+
+    HEAD is served wherever GET is, as HTTP asks (monitors and some clients send it): the view runs
+    as for GET and the server (gunicorn, runserver, the test client) drops the body, so the status
+    and headers are GET's."""
+    served = [*methods]
+    if "GET" in served and "HEAD" not in served:
+        served.insert(served.index("GET") + 1, "HEAD")
+    allow = ", ".join([*served, "OPTIONS"])
+    if request.method == "OPTIONS":
+        response = HttpResponse(status=204)
+    elif request.method not in served:
+        response = json_error(405, f"Method {request.method} not allowed")
+    else:
+        return None
+    response["Allow"] = allow
+    return response
+
+
 def api_view(*roles: str, methods: tuple[str, ...] = ("GET",)) -> Callable:
-    """API decorator: bearer-token auth (401), role check (403), allowed methods (405).
+    """API decorator: bearer-token auth (401), allowed methods (405; HEAD with GET, OPTIONS), role check (403).
 
     CSRF does not apply: a bearer token is not an ambient credential a browser sends by itself.
     """
@@ -117,10 +137,8 @@ def api_view(*roles: str, methods: tuple[str, ...] = ("GET",)) -> Callable:
                 response = json_error(401, "Missing or invalid bearer token")
                 response["WWW-Authenticate"] = 'Bearer realm="steward"'
                 return response
-            if request.method not in methods:
-                response = json_error(405, f"Method {request.method} not allowed")
-                response["Allow"] = ", ".join(methods)
-                return response
+            if refused := method_refused(request, methods):
+                return refused
             if roles and not has_role(user, *roles):
                 return json_error(403, role_missing(user, roles))
             request.user = user

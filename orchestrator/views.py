@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import trigger_client_event
 
 from reviews.models import Approval, ApprovalStatus, Queue, RejectionReason
@@ -36,7 +36,7 @@ LIVE_STATUSES = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 # --- Open endpoints ---------------------------------------------------------------------------
 
 
-@require_GET
+@require_safe  # GET and HEAD: load balancers and monitors probe with either
 def healthz(request: HttpRequest) -> JsonResponse:
     """Open: 200 when the database and the broker both answer, else 503 saying which does not."""
     checks = health_check()

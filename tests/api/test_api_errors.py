@@ -354,3 +354,34 @@ def test_half_a_surrogate_pair_is_a_400_that_says_how_to_send_it(operator, body)
         "error": f"The body is not valid JSON text: \"{half}\" is half of a UTF-16 surrogate pair, no character; "
                  "escape both halves (\"\\ud83d\\ude00\") or send the character itself in UTF-8"}
     assert Task.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tasks", "/api/v1/tasks/999", "/api/v1/approvals",
+                                  "/api/v1/dead-letters", "/api/v1/openapi.json", "/metrics"])
+def test_head_answers_as_get_does_without_a_body(admin_user, path):
+    """HTTP: a server that serves GET serves HEAD (monitors and some clients send it)."""
+    client = api(admin_user)
+    get, head = client.get(path), client.head(path)
+
+    assert head.status_code == get.status_code
+    assert head["Content-Type"] == get["Content-Type"]
+    assert head.content == b""
+
+
+@pytest.mark.parametrize("path, allow", [
+    ("/api/v1/tasks", "GET, HEAD, POST, OPTIONS"),
+    ("/api/v1/tasks/1", "GET, HEAD, OPTIONS"),
+    ("/api/v1/approvals/1/decision", "POST, OPTIONS"),
+    ("/api/v1/openapi.json", "GET, HEAD, OPTIONS"),
+])
+def test_options_and_a_wrong_method_name_every_method_there_is(admin_user, path, allow):
+    client = api(admin_user)
+
+    options, delete = client.options(path), client.delete(path)
+
+    assert (options.status_code, options["Allow"], options.content) == (204, allow, b"")
+    assert (delete.status_code, delete["Allow"]) == (405, allow)
+
+
+def test_options_needs_a_token_as_every_other_method_does(db):
+    assert Client().options("/api/v1/tasks").status_code == 401

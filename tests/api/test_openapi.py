@@ -61,5 +61,5 @@ def test_a_wrong_method_is_a_json_405_naming_get(operator, client_for):
 
     for response in (token_client.post("/api/v1/openapi.json"), session_client.delete("/api/v1/openapi.json")):
         assert response.status_code == 405
-        assert response["Allow"] == "GET"
+        assert response["Allow"] == "GET, HEAD, OPTIONS"
         assert response.json() == {"error": "Method " + response.request["REQUEST_METHOD"] + " not allowed"}

@@ -177,6 +177,18 @@ def test_dead_letters(world):
     check(world["operator"].get("/api/v1/dead-letters?status=retried"), "GET", "/dead-letters")
 
 
+def test_head_answers_what_the_document_says_get_does(world):
+    """HEAD is described once, with GET: the same status (and headers), no body."""
+    for path, item in DOC["paths"].items():
+        if "get" not in item:
+            continue
+        url = "/api/v1" + path.replace("{id}", str(world["waiting"].pk))
+        for who in ("operator", "alice", "anonymous"):
+            head, get = world[who].head(url), world[who].get(url)
+            assert (head.status_code, head.content) == (get.status_code, b""), f"HEAD {url} as {who}"
+            assert str(head.status_code) in item["get"]["responses"], f"HEAD {url} as {who}: {head.status_code}"
+
+
 def test_the_checker_catches_a_mismatch():
     """The checker itself: a wrong type, a missing required key and an undocumented key are caught."""
     schema = {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}}

@@ -152,7 +152,7 @@ def test_user_without_a_role_is_refused(outsider):
 def test_wrong_method_is_405(operator):
     response = api(operator).delete("/api/v1/tasks")
     assert response.status_code == 405
-    assert response["Allow"] == "GET, POST"
+    assert response["Allow"] == "GET, HEAD, POST, OPTIONS"
 
 
 # --- Reading results ------------------------------------------------------------------------

@@ -29,6 +29,12 @@ def test_healthz_is_open_and_checks_the_database_and_the_broker(client, db):
     assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
 
 
+def test_healthz_answers_head_as_get(client, db):
+    """Load balancers and uptime monitors often probe with HEAD: it must not be a 405."""
+    response = client.head("/healthz")
+    assert (response.status_code, response["Content-Type"], response.content) == (200, "application/json", b"")
+
+
 def closed_port() -> int:
     """A loopback port where nothing listens: connections are refused, as to a stopped server."""
     with socket.socket() as sock:
