@@ -364,6 +364,11 @@ def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
         for name in ("reason", "comment"):
             if body.get(name) is not None and not isinstance(body[name], str):
                 return json_error(400, f"\"{name}\" must be a string")
+        if body.get("decision") == "approve" and body.get("reason"):
+            # Approving would drop it without a word. Here, not in approval_decide: the pages' approve
+            # forms send no reason, and the service they share is left as it is.
+            return json_error(400, "\"reason\" goes with \"decision\": \"reject\"; an approval takes "
+                                   "\"comment\" and \"fields\"")
         decided = approval_decide(
             approval_id=approval.pk, user=request.user, decision=body.get("decision", ""),
             reason=body.get("reason") or "", comment=body.get("comment") or "", fields=fields,

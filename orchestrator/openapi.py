@@ -212,8 +212,9 @@ def document(server_url: str) -> dict:
                 "Decision": {"type": "object", "required": ["decision"], "additionalProperties": False, "properties": {
                     "decision": {"type": "string", "enum": ["approve", "reject"]},
                     "reason": {"type": ["string", "null"],
-                               "description": "Rejection reason code (required to reject)"},
-                    "comment": {"type": ["string", "null"]},
+                               "description": "Rejection reason code: required to reject, refused (400) "
+                                              "with approve"},
+                    "comment": {"type": ["string", "null"], "description": "With either decision"},
                     "fields": {"type": ["object", "null"], "description": "Corrections applied before approving: "
                                "field name to new value; the fields with them must fit the document type's schema "
                                "(dates as YYYY-MM-DD), else 400 naming each problem"}}},

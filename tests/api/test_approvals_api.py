@@ -82,6 +82,23 @@ def test_reject_without_a_reason_is_400_and_decides_nothing(reviewer_finance, wa
     assert waiting.status == "pending"
 
 
+def test_approve_with_a_reason_is_400_and_decides_nothing(reviewer_finance, waiting):
+    """A reason only goes with reject: approving would drop it without a word."""
+    response = decide(api(reviewer_finance), waiting, decision="approve", reason="duplicate", comment="paid twice?")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == ("\"reason\" goes with \"decision\": \"reject\"; an approval takes "
+                                        "\"comment\" and \"fields\"")
+    waiting.refresh_from_db()
+    assert waiting.status == "pending"
+
+
+def test_approve_with_a_comment_and_a_null_reason_approves(reviewer_finance, waiting):
+    response = decide(api(reviewer_finance), waiting, decision="approve", reason=None, comment="checked the PO")
+
+    assert (response.status_code, response.json()["comment"]) == (200, "checked the PO")
+
+
 def test_reject_with_an_unknown_reason_lists_the_known_ones(reviewer_finance, waiting):
     response = decide(api(reviewer_finance), waiting, decision="reject", reason="dunno")
 

@@ -153,6 +153,7 @@ def test_approvals(world):
     check(post_json(world["operator"], url, {"decision": "approve"}), "POST", path)  # 403
     check(post_json(world["anonymous"], url, {"decision": "approve"}), "POST", path)  # 401
     check(post_json(world["alice"], url, {"decision": "reject"}), "POST", path)  # 400: no reason
+    check(post_json(world["alice"], url, {"decision": "approve", "reason": "duplicate"}), "POST", path)  # 400
     check(post_json(world["alice"], url, {"decision": "approve", "fields": {"amount": "lots"}}), "POST", path)  # 400
     check(post_json(world["alice"], url, {"decision": "approve", "field": {"amount": 1.0}}), "POST", path)  # 400
     check(world["alice"].post(url, data="decision=approve", content_type="text/plain"), "POST", path)  # 415
