@@ -15,9 +15,9 @@ from reviews.models import Approval, ApprovalStatus
 from reviews.services import AlreadyDecided, DecisionError, approval_decide, user_can_decide
 
 from .intake import DocumentTooLarge, IntakeError, check_size, document_text
-from .models import DeadLetter, DeadLetterStatus, Source, Task, TaskStatus
+from .models import DeadLetter, DeadLetterStatus, DocType, Source, Task, TaskStatus
 from .roles import ADMIN, OPERATOR, REVIEWER, api_view, has_role, json_error
-from .selectors import visible_tasks
+from .selectors import visible_queue_names, visible_tasks
 from .services import IdempotencyKeyReused, NotAllowed, dead_letter_retry as dead_letter_retry_service, task_submit
 
 PAGE_SIZE = 50
@@ -182,15 +182,34 @@ def _paginate(request: HttpRequest, queryset, render) -> JsonResponse:
     return JsonResponse({"results": [render(row) for row in rows], "next": next_url})
 
 
-def _by_status(request: HttpRequest, queryset, choices, default: str = ""):
-    """Filter by ?status= (or `default`; no default and no parameter: no filter).
-    Returns (queryset, None), or (None, a 400 response naming the allowed values)."""
-    status = request.GET.get("status", default)
-    if not status and not default:
+def _by_choice(request: HttpRequest, queryset, param: str, values, default: str = ""):
+    """Filter by ?<param>= (or `default`; no default and no parameter: no filter), a closed set of values.
+    Returns (queryset, None), or (None, a 400 naming the values): a value outside the set would
+    answer an empty list, which reads as "nothing matches"."""
+    value = request.GET.get(param, default)
+    if not value and not default:
         return queryset, None
-    if status not in choices.values:
-        return None, json_error(400, f"Unknown status \"{status}\"", allowed=choices.values)
-    return queryset.filter(status=status), None
+    if value not in values:
+        return None, json_error(400, f"Unknown {param} \"{value}\"; it is one of {', '.join(values)}",
+                                allowed=list(values))
+    return queryset.filter(**{param: value}), None
+
+
+def _by_queue(request: HttpRequest, queryset, field: str):
+    """Filter by ?queue=, one of the caller's queues (every queue for operators and admins).
+    Returns (queryset, None), or (None, a 400 naming the caller's queues, never another's: a queue
+    the caller may not see is answered as one that does not exist)."""
+    name = request.GET.get("queue")
+    if not name:
+        return queryset, None
+    filtered = queryset.filter(**{field: name})
+    queues = visible_queue_names(request.user)
+    # A task the caller sees may be routed to a queue not theirs (moved on, or the queue since
+    # deleted): what the list would show anyway is not refused.
+    if name in queues or filtered.exists():
+        return filtered, None
+    return None, json_error(400, f"Unknown queue \"{name}\"; the queues you may see are {', '.join(queues) or 'none'}",
+                            allowed=queues)
 
 
 def _is_json(request: HttpRequest) -> bool:
@@ -246,13 +265,13 @@ def tasks(request: HttpRequest) -> JsonResponse:
     if error := _unknown_params(request, ("status", "doc_type", "queue")):
         return error
     queryset = visible_tasks(request.user)
-    queryset, error = _by_status(request, queryset, TaskStatus)
+    queryset, error = _by_choice(request, queryset, "status", TaskStatus.values)
+    if not error:
+        queryset, error = _by_choice(request, queryset, "doc_type", DocType.values)
+    if not error:
+        queryset, error = _by_queue(request, queryset, "routed_to")
     if error:
         return error
-    if request.GET.get("doc_type"):
-        queryset = queryset.filter(doc_type=request.GET["doc_type"])
-    if request.GET.get("queue"):
-        queryset = queryset.filter(routed_to=request.GET["queue"])
     return _paginate(request, queryset, lambda t: task_json(request, t))
 
 
@@ -339,11 +358,11 @@ def approvals(request: HttpRequest) -> JsonResponse:
     queryset = Approval.objects.select_related("queue", "decided_by", "rejection_reason")
     if not has_role(request.user, ADMIN):
         queryset = queryset.filter(queue__reviewers=request.user)
-    queryset, error = _by_status(request, queryset, ApprovalStatus, default=ApprovalStatus.PENDING)
+    queryset, error = _by_choice(request, queryset, "status", ApprovalStatus.values, default=ApprovalStatus.PENDING)
+    if not error:
+        queryset, error = _by_queue(request, queryset, "queue__name")
     if error:
         return error
-    if request.GET.get("queue"):
-        queryset = queryset.filter(queue__name=request.GET["queue"])
     return _paginate(request, queryset, approval_json)
 
 
@@ -388,7 +407,7 @@ def dead_letters(request: HttpRequest) -> JsonResponse:
     if error := _unknown_params(request, ("status", "error_type")):
         return error
     queryset = DeadLetter.objects.all()
-    queryset, error = _by_status(request, queryset, DeadLetterStatus, default=DeadLetterStatus.OPEN)
+    queryset, error = _by_choice(request, queryset, "status", DeadLetterStatus.values, default=DeadLetterStatus.OPEN)
     if error:
         return error
     if request.GET.get("error_type"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from reviews.models import ApprovalStatus
 
-from .models import DeadLetterStatus, StepStatus, TaskStatus
+from .models import DeadLetterStatus, DocType, StepStatus, TaskStatus
 
 
 def _ref(name: str) -> dict:
@@ -51,8 +51,11 @@ PAGE_PARAMS = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
      "description": "Items per page; a larger limit sends 200"},
 ]
+QUEUE_PARAM = {"name": "queue", "in": "query", "schema": {"type": "string"},
+               "description": "One of the caller's queues (any queue for operators and admins); another is "
+                              "refused with 400 naming the caller's queues in `allowed`"}
 LIST_DESCRIPTION = ("Newest first. To page, follow `next` until it is null (there are no page numbers); "
-                    "a query parameter not listed here is refused with 400.")
+                    "a query parameter not listed here, or a value outside a filter's set, is refused with 400.")
 
 
 def _page(item: str) -> dict:
@@ -102,8 +105,8 @@ def document(server_url: str) -> dict:
                     "description": LIST_DESCRIPTION,
                     "parameters": PAGE_PARAMS + [
                         {"name": "status", "in": "query", "schema": _ref("TaskStatus")},
-                        {"name": "doc_type", "in": "query", "schema": {"type": "string"}},
-                        {"name": "queue", "in": "query", "schema": {"type": "string"}}],
+                        {"name": "doc_type", "in": "query", "schema": {"type": "string", "enum": DocType.values}},
+                        QUEUE_PARAM],
                     "responses": {"200": _json(_page("Task"), "A page of tasks"), **_errors(400, 401, 403)},
                 },
             },
@@ -121,7 +124,7 @@ def document(server_url: str) -> dict:
                     "parameters": PAGE_PARAMS + [
                         {"name": "status", "in": "query",
                          "schema": {"type": "string", "enum": ApprovalStatus.values, "default": "pending"}},
-                        {"name": "queue", "in": "query", "schema": {"type": "string"}}],
+                        QUEUE_PARAM],
                     "responses": {"200": _json(_page("Approval"), "A page of approvals"), **_errors(400, 401, 403)},
                 },
             },
@@ -163,7 +166,8 @@ def document(server_url: str) -> dict:
                 "Error": {"type": "object", "required": ["error"], "properties": {
                     "error": {"type": "string", "description": "What went wrong, in words"},
                     "allowed": {"type": "array", "items": {"type": "string"},
-                                "description": "With an unknown ?status=: the values there are; with an unknown "
+                                "description": "With an unknown ?status= or ?doc_type=: the values there are; "
+                                               "with an unknown ?queue=: the caller's queues; with an unknown "
                                                "key in the body: the keys it takes"},
                     "approval": _ref("Approval"),
                     "task_id": {"type": "integer", "description": "With 422: the task the Idempotency-Key names"}}},

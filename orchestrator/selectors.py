@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from reviews.models import Queue
+
 from .models import Task
 from .roles import ADMIN, OPERATOR, has_role
 
@@ -12,6 +14,12 @@ def visible_tasks(user) -> QuerySet[Task]:
     if has_role(user, OPERATOR, ADMIN):
         return Task.objects.all()
     return Task.objects.filter(approvals__queue__reviewers=user).distinct()
+
+
+def visible_queue_names(user) -> list[str]:
+    """The queues a user may filter by, by name: every one for operators and admins, else their own."""
+    queues = Queue.objects.all() if has_role(user, OPERATOR, ADMIN) else Queue.objects.filter(reviewers=user)
+    return list(queues.order_by("name").values_list("name", flat=True))
 
 
 # Triage filters: request parameter -> DeadLetter field. Every one is a plain equality.

@@ -46,7 +46,11 @@ def test_list_filters_by_queue_and_status(reviewer_finance, waiting, make_task, 
     client = api(reviewer_finance)
 
     assert [a["id"] for a in client.get("/api/v1/approvals?status=approved").json()["results"]] == [done.pk]
-    assert client.get("/api/v1/approvals?queue=legal_team").json()["results"] == []
+    assert [a["id"] for a in client.get("/api/v1/approvals?queue=finance_director").json()["results"]] == [waiting.pk]
+    # Not her queue: refused as one that does not exist is, naming only hers.
+    for queue in ("legal_team", "nowhere"):
+        response = client.get(f"/api/v1/approvals?queue={queue}")
+        assert (response.status_code, response.json()["allowed"]) == (400, ["finance_director"])
     assert client.get("/api/v1/approvals?status=maybe").status_code == 400
 
 

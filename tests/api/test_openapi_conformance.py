@@ -136,6 +136,9 @@ def test_reading_tasks(world):
         check(world[who].get("/api/v1/tasks"), "GET", "/tasks")
         check(world[who].get(task_url), "GET", "/tasks/{id}")
     check(world["operator"].get("/api/v1/tasks?status=lost"), "GET", "/tasks")  # 400
+    check(world["operator"].get("/api/v1/tasks?doc_type=Receipt"), "GET", "/tasks")  # 400
+    check(world["alice"].get("/api/v1/tasks?queue=legal_team"), "GET", "/tasks")  # 400: not her queue
+    check(world["operator"].get("/api/v1/tasks?doc_type=Invoice&queue=finance_director"), "GET", "/tasks")
     check(world["operator"].get("/api/v1/tasks?limit=1"), "GET", "/tasks")  # with a next link
     check(world["operator"].get("/api/v1/tasks?page=2"), "GET", "/tasks")  # 400: it pages by `before`
     check(world["bob"].get(task_url), "GET", "/tasks/{id}")  # 404: not in his queues
@@ -146,6 +149,7 @@ def test_approvals(world):
     for who in ("alice", "admin", "bob", "operator", "anonymous"):
         check(world[who].get("/api/v1/approvals"), "GET", "/approvals")
     check(world["alice"].get("/api/v1/approvals?status=maybe"), "GET", "/approvals")  # 400
+    check(world["alice"].get("/api/v1/approvals?queue=nowhere"), "GET", "/approvals")  # 400
     check(world["alice"].get("/api/v1/approvals?limit=many"), "GET", "/approvals")  # 400
 
     url, path = f"/api/v1/approvals/{world['approval'].pk}/decision", "/approvals/{id}/decision"

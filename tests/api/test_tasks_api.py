@@ -10,6 +10,7 @@ from django.test import Client
 
 from orchestrator.models import Task
 from orchestrator.roles import api_token_create
+from reviews.models import Queue
 
 SAMPLES = Path(__file__).resolve().parents[2] / "orchestrator" / "samples"
 
@@ -206,8 +207,48 @@ def test_list_with_an_unknown_status_is_400(operator):
     response = api(operator).get("/api/v1/tasks?status=lost")
 
     assert response.status_code == 400
-    assert response.json()["error"] == 'Unknown status "lost"'
+    assert response.json()["error"].startswith('Unknown status "lost"; it is one of queued, ')
     assert "queued" in response.json()["allowed"]
+
+
+def test_list_filters_by_doc_type_and_queue(operator, make_task):
+    wanted = make_task(doc_type="Invoice", routed_to="finance_director")
+    make_task(doc_type="Contract", routed_to="finance_director")
+    make_task(doc_type="Invoice", routed_to="legal_team")
+
+    response = api(operator).get("/api/v1/tasks?doc_type=Invoice&queue=finance_director")
+
+    assert [t["id"] for t in response.json()["results"]] == [wanted.pk]
+
+
+def test_list_with_an_unknown_doc_type_is_400_naming_the_types(operator, make_task):
+    make_task(doc_type="Invoice")
+
+    response = api(operator).get("/api/v1/tasks?doc_type=invoice")
+
+    assert response.status_code == 400
+    assert response.json() == {"error": 'Unknown doc_type "invoice"; it is one of Invoice, Contract, Report, Email, Other',
+                               "allowed": ["Invoice", "Contract", "Report", "Email", "Other"]}
+
+
+def test_list_with_an_unknown_queue_is_400_naming_every_queue_to_staff(operator):
+    response = api(operator).get("/api/v1/tasks?queue=finance")
+
+    assert response.status_code == 400
+    assert response.json()["allowed"] == sorted(Queue.objects.values_list("name", flat=True))
+    assert response.json()["error"].startswith('Unknown queue "finance"; the queues you may see are ')
+
+
+def test_a_reviewer_asking_for_another_queue_learns_only_their_own(reviewer_finance):
+    """legal_team exists, but not for Alice: she is told what a queue that does not exist gets."""
+    client = api(reviewer_finance)
+
+    other, missing = client.get("/api/v1/tasks?queue=legal_team"), client.get("/api/v1/tasks?queue=nowhere")
+
+    assert (other.status_code, missing.status_code) == (400, 400)
+    assert other.json() == {"error": 'Unknown queue "legal_team"; the queues you may see are finance_director',
+                            "allowed": ["finance_director"]}
+    assert missing.json()["allowed"] == ["finance_director"]
 
 
 def test_list_pages_with_keyset_links_without_gaps_or_repeats(operator, make_task):
