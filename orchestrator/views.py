@@ -29,6 +29,8 @@ from .roles import ADMIN, OPERATOR, REVIEWER, has_role, role_required
 from .selectors import visible_tasks
 from .services import task_submit
 
+# /healthz's Retry-After on a 503, in seconds: about twice its own checks' bound (health.py, 2 s).
+HEALTHZ_RETRY_AFTER_S = 5
 # The task page refreshes itself only while a worker may change it.
 LIVE_STATUSES = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
@@ -42,7 +44,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
     checks = health_check()
     body = {"status": "ok" if all(checks.values()) else "error"}
     body.update({name: "ok" if ok else "error" for name, ok in checks.items()})
-    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+    if body["status"] == "ok":
+        return JsonResponse(body)
+    response = JsonResponse(body, status=503)
+    # When to ask again: a client honouring it does not hammer a process that is already struggling.
+    response["Retry-After"] = str(HEALTHZ_RETRY_AFTER_S)
+    return response
 
 
 @role_required(REVIEWER, OPERATOR, ADMIN)

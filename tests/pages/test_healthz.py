@@ -27,6 +27,7 @@ def test_healthz_is_open_and_checks_the_database_and_the_broker(client, db):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert not response.has_header("Retry-After")
 
 
 def test_healthz_answers_head_as_get(client, db):
@@ -87,22 +88,26 @@ def web(tmp_path):
         process.wait(timeout=10)
 
 
-def get_health(base: str) -> tuple[int, dict, float]:
-    """GET /healthz: (status code, JSON body, seconds it took)."""
+def get_health(base: str, headers: dict | None = None) -> tuple[int, dict, float]:
+    """GET /healthz: (status code, JSON body, seconds it took); `headers`, if given, gets the response's."""
     started = time.monotonic()
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=60) as response:
-            status, body = response.status, response.read()
+            status, body, received = response.status, response.read(), response.headers
     except urllib.error.HTTPError as error:
-        status, body = error.code, error.read()
+        status, body, received = error.code, error.read(), error.headers
+    if headers is not None:
+        headers.update(received)
     return status, json.loads(body), time.monotonic() - started
 
 
 def test_healthz_says_the_broker_is_down(web):
     base = web(CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0")
-    status, body, _ = get_health(base)
+    headers: dict = {}
+    status, body, _ = get_health(base, headers)
     assert status == 503
     assert body == {"status": "error", "database": "ok", "broker": "error"}
+    assert headers["Retry-After"] == "5"  # when a prober or client may ask again
 
 
 def test_healthz_says_the_database_is_down(web):
