@@ -149,6 +149,7 @@ def _detail_page(request: HttpRequest, letter: DeadLetter, *, refused: dict[str,
         failing.transcript_entries = transcript_blocks(failing.transcript or [])
     attempts = [s for s in steps if s.worker == (letter.worker or task.current_step)]
     edit_step = task.current_step if letter.status == DeadLetterStatus.OPEN else ""
+    other_letters = list(task.dead_letters.exclude(pk=letter.pk).select_related("resolved_by").order_by("pk"))
     context = {
         "dl": letter,
         "task": task,
@@ -166,7 +167,9 @@ def _detail_page(request: HttpRequest, letter: DeadLetter, *, refused: dict[str,
             {"name": name, "from": pretty(change.get("from")), "to": pretty(change.get("to"))}
             for name, change in (letter.edits or {}).get("fields", {}).items()
         ],
-        "other_letters": list(task.dead_letters.exclude(pk=letter.pk).select_related("resolved_by")),
+        "other_letters": other_letters,
+        # What became of this letter's retry: the task failed again into a later letter, or where it is now.
+        "failed_again": next((o for o in other_letters if o.pk > letter.pk), None),
         "audit": [(a, a.action.replace("_", " ")) for a in letter.actions.select_related("user")],
     }
     return render_page(request, "orchestrator/triage/detail.html", context, status=400 if refused else 200)

@@ -300,3 +300,21 @@ def test_the_task_page_links_operators_to_triage(operator, reviewer_finance, cli
     make_approval(task, "finance_director")
     assert f'href="/dead-letters/{letter.pk}/"' in client_for(operator).get(f"/tasks/{task.pk}/").text
     assert f'href="/dead-letters/{letter.pk}/"' not in client_for(reviewer_finance).get(f"/tasks/{task.pk}/").text
+
+
+def test_a_retried_letter_says_what_became_of_the_retry(operator, client_for, make_task, make_dead_letter):
+    """After a retry the operator comes back to the letter to see whether it worked: the letter
+    says where the task is now, or, if it failed again, which dead letter holds it."""
+    task = make_task(current_step="classify")
+    first = make_dead_letter(task, worker="classify", error_type="ServerError500")
+    client = client_for(operator)
+    client.post(f"/dead-letters/{first.pk}/retry")
+    page = client.get(f"/dead-letters/{first.pk}/").text
+    assert "The task now: <strong>Queued</strong>" in page
+    second = make_dead_letter(task, worker="classify", error_type="ServerError500")
+    page = client.get(f"/dead-letters/{first.pk}/").text
+    assert f'It failed again: <a href="/dead-letters/{second.pk}/">dead letter {second.pk}</a>' in page
+    assert "Later dead letter <a" in page and "Earlier dead letter" not in page
+    page = client.get(f"/dead-letters/{second.pk}/").text
+    assert f'Earlier dead letter <a href="/dead-letters/{first.pk}/">{first.pk}</a>' in page
+    assert "It failed again" not in page and "Later dead letter" not in page
