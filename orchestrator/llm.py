@@ -416,7 +416,9 @@ def parse_json_object(text: str | None) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"The answer was not valid JSON ({exc.msg} at position {exc.pos}).") from exc
+        # Some of json's messages end in "at" ("Unterminated string starting at"): a colon, not a
+        # second "at". Counted from 1, as a person (or the model, re-asked with this) counts.
+        raise ValueError(f"The answer was not valid JSON ({exc.msg}: character {exc.pos + 1} of the answer).") from exc
     if not isinstance(value, dict):
         raise ValueError("The answer must be one JSON object.")
     return value

@@ -74,6 +74,10 @@ def test_json_that_never_parses_fails_after_the_bounded_reasks(simulator, make_t
 
     assert caught.value.permanent
     assert "not valid JSON" in caught.value.message
+    # json's own words end in "at" ("Unterminated string starting at"): the place follows them once,
+    # counted from 1, not "starting at at position 44".
+    assert caught.value.message.endswith(
+        "The answer was not valid JSON (Unterminated string starting at: character 45 of the answer).")
     assert ctx.config.max_reasks == 2
     assert ctx.meter.step.llm_calls == ctx.config.max_reasks + 1
     assert len(caught.value.evidence["errors"]) == 3
