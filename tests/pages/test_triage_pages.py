@@ -318,3 +318,24 @@ def test_a_retried_letter_says_what_became_of_the_retry(operator, client_for, ma
     page = client.get(f"/dead-letters/{second.pk}/").text
     assert f'Earlier dead letter <a href="/dead-letters/{first.pk}/">{first.pk}</a>' in page
     assert "It failed again" not in page and "Later dead letter" not in page
+
+
+def test_a_finished_bulk_retry_whose_letters_failed_again_says_so(operator, client_for, make_task, make_dead_letter):
+    """All sent back before the first one failed, so the circuit breaker had nothing left to
+    pause: the report must not leave a green "Completed" alone over letters that all came back."""
+    letters = [make_dead_letter(make_task(), fingerprint="a" * 32) for _ in range(2)]
+    client = client_for(operator)
+    client.post("/dead-letters/bulk/", {"scope": "selected", "ids": [x.pk for x in letters], "confirm": "1"})
+    bulk = BulkRetry.objects.get()
+    # What the ticks record once both tasks were dead-lettered again.
+    bulk.items.update(status="failed_again")
+    BulkRetry.objects.filter(pk=bulk.pk).update(status="completed", enqueued=2, failed_again=2)
+    page = client.get(f"/dead-letters/bulk/{bulk.pk}/").text
+    assert "None of the 2 sent back went through: all 2 failed again" in page
+    assert "open dead letters again" in page
+    BulkRetry.objects.filter(pk=bulk.pk).update(succeeded=1, failed_again=1)
+    page = client.get(f"/dead-letters/bulk/{bulk.pk}/").text
+    assert "1 of the 2 sent back failed again, and is an open dead letter again" in page and "None of" not in page
+    BulkRetry.objects.filter(pk=bulk.pk).update(succeeded=2, failed_again=0)
+    assert "sent back failed again" not in client.get(f"/dead-letters/bulk/{bulk.pk}/").text
+
