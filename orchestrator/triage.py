@@ -291,7 +291,11 @@ def bulk_retry_create_view(request: HttpRequest) -> HttpResponse:
             return redirect("dead-letter-list")
         letters = open_dead_letters(filters)
         shown = {k: v for k, v in filters.items() if v}
-        description = ("Group " + filters["fingerprint"][:12] if scope == "group" else "Filter") + (
+        # A group by what failed where (its letters share both), not by its fingerprint, a hash.
+        named = letters.order_by("-id").first() if scope == "group" else None
+        group = (f"Group: {named.error_type} at {named.worker or 'no step'}" if named
+                 else "Group " + filters["fingerprint"][:12])
+        description = (group if scope == "group" else "Filter") + (
             ": " + ", ".join(f"{k}={v}" for k, v in shown.items() if k != "fingerprint") if len(shown) > (
                 scope == "group") else "")
         selection = {"scope": scope, "filters": shown}

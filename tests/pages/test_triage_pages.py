@@ -339,3 +339,12 @@ def test_a_finished_bulk_retry_whose_letters_failed_again_says_so(operator, clie
     BulkRetry.objects.filter(pk=bulk.pk).update(succeeded=2, failed_again=0)
     assert "sent back failed again" not in client.get(f"/dead-letters/bulk/{bulk.pk}/").text
 
+
+
+def test_a_bulk_retry_of_a_group_is_named_after_its_failure(operator, client_for, make_task, make_dead_letter):
+    """The report's heading said "Group 0469450eb358", a hash nobody recognises."""
+    make_dead_letter(make_task(), fingerprint="a" * 32, error_type="RateLimited", worker="classify")
+    client = client_for(operator)
+    client.post("/dead-letters/bulk/", {"scope": "group", "fingerprint": "a" * 32, "confirm": "1"})
+    page = client.get(f"/dead-letters/bulk/{BulkRetry.objects.get().pk}/").text
+    assert "<small>Group: RateLimited at classify</small>" in page and "a" * 12 not in page
