@@ -311,6 +311,9 @@ def bulk_retry_create_view(request: HttpRequest) -> HttpResponse:
             "scope": scope, "filters": filters, "ids": list(letters.values_list("id", flat=True)[:1000])
             if scope == "selected" else [], "count": letters.count(), "description": description,
             "example": example, "rate": pace or settings.STEWARD_BULK_RETRY_RATE, "refused": refused,
+            # What the circuit breaker of a new bulk retry waits for, so the promise matches it.
+            "breaker": {name: BulkRetry._meta.get_field(f"breaker_{name}").default
+                        for name in ("threshold", "window", "min_settled")},
         }, status=400 if refused else 200)
     try:
         bulk = bulk_retry_create(user=request.user, dead_letter_ids=letters.values_list("id", flat=True),

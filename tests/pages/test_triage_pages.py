@@ -348,3 +348,13 @@ def test_a_bulk_retry_of_a_group_is_named_after_its_failure(operator, client_for
     client.post("/dead-letters/bulk/", {"scope": "group", "fingerprint": "a" * 32, "confirm": "1"})
     page = client.get(f"/dead-letters/bulk/{BulkRetry.objects.get().pk}/").text
     assert "<small>Group: RateLimited at classify</small>" in page and "a" * 12 not in page
+
+
+def test_the_bulk_retry_confirmation_promises_what_the_circuit_breaker_does(operator, client_for, make_task,
+                                                                            make_dead_letter):
+    """It said "if half of the retried ones fail again, the circuit breaker pauses the retry": a
+    small batch is all sent back before the breaker has the outcomes it waits for."""
+    make_dead_letter(make_task(), fingerprint="b" * 32, error_type="RateLimited", worker="classify")
+    page = client_for(operator).post("/dead-letters/bulk/", {"scope": "group", "fingerprint": "b" * 32}).text
+    assert ("Once 5 or more have an outcome, if 50% of the latest 20 failed again, the circuit breaker pauses "
+            "what still waits its turn") in page
