@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import trigger_client_event
 
-from reviews.models import Approval, ApprovalStatus, Queue, RejectionReason
+from reviews.models import Approval, ApprovalStatus, RejectionReason
 from reviews.services import AlreadyDecided, DecisionError, approval_decide, decision_message, user_can_decide
 
 from .health import health_check
@@ -26,7 +26,7 @@ from .presenters import (
     routing_rule_shown, transcript_blocks,
 )
 from .roles import ADMIN, OPERATOR, REVIEWER, has_role, role_required
-from .selectors import visible_tasks
+from .selectors import visible_queue_names, visible_tasks
 from .services import task_submit
 
 # /healthz's Retry-After on a 503, in seconds: about twice its own checks' bound (health.py, 2 s).
@@ -95,20 +95,13 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "all_query": query_with(request, status=None, before=None),
         "status_choices": TaskStatus.choices,
         "doc_type_choices": DocType.choices,
-        "queue_choices": _queue_names(request.user),
+        "queue_choices": visible_queue_names(request.user),
         "paged": "before" in request.GET,
     }
     if request.htmx:
         partial = "status-counts" if request.htmx.target == "status-counts" else "task-rows"
         return render_page(request, f"orchestrator/task_list.html#{partial}", context)
     return render_page(request, "orchestrator/task_list.html", context)
-
-
-def _queue_names(user) -> list[str]:
-    queues = Queue.objects.all()
-    if not has_role(user, OPERATOR, ADMIN):
-        queues = queues.filter(reviewers=user)
-    return list(queues.values_list("name", flat=True))
 
 
 @role_required(REVIEWER, OPERATOR, ADMIN)
