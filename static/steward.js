@@ -71,6 +71,36 @@
   document.addEventListener("DOMContentLoaded", function () { watch(document.body, false); });
   document.addEventListener("htmx:afterSettle", function (event) { watch(event.target, true); });
 
+  // A box that can scroll (a wide table, a step's output, a traceback) is a named region with
+  // tabindex="0" in the HTML, so that a keyboard user can reach and scroll it (Safari and Firefox do
+  // not let Tab into a scroller holding nothing focusable). Most of them do not overflow at all on a
+  // wide screen, or while their <details> is closed, and each would still be a Tab stop: a task's
+  // page would take a dozen presses to cross. So only a box that overflows now stays in the Tab
+  // order; the others keep their role and name (screen readers still list them) with tabindex -1.
+  // Checked again when the window's size changes, a <details> opens or closes, or HTMX swaps content.
+  var SCROLLERS = "[role=region][tabindex]";
+  function tabStops(root) {
+    var boxes = Array.prototype.slice.call(root.querySelectorAll ? root.querySelectorAll(SCROLLERS) : []);
+    if (root.matches && root.matches(SCROLLERS)) boxes.unshift(root);
+    boxes.forEach(function (box) {
+      // Inside a closed <details> nothing shows, though Chromium still lays the box out.
+      var overflows = !box.closest("details:not([open])")
+        && (box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1);
+      box.setAttribute("tabindex", overflows ? "0" : "-1");
+    });
+  }
+  var pending = false;
+  function allTabStops() {
+    if (pending) return;
+    pending = true;
+    window.requestAnimationFrame(function () { pending = false; tabStops(document.body); });
+  }
+  document.addEventListener("DOMContentLoaded", function () { tabStops(document.body); });
+  window.addEventListener("load", allTabStops);  // images and fonts can change what overflows
+  window.addEventListener("resize", allTabStops);
+  document.addEventListener("toggle", function (event) { tabStops(event.target); }, true);  // <details>
+  document.addEventListener("htmx:afterSettle", function (event) { tabStops(event.target); });
+
   // A form marked data-reset-on-success empties itself once HTMX has sent it successfully (the
   // upload form, ready for the next documents). Here rather than in an hx-on attribute: htmx runs
   // those through eval, which the Content-Security-Policy refuses.

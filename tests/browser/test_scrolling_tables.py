@@ -199,3 +199,64 @@ def test_every_long_text_block_that_scrolls_is_reached_by_the_keyboard(
     # The task page alone: input, output, two transcript blocks, notes, evidence, traceback, document.
     assert total >= 10, f"only {total} boxes scroll: the pages no longer test what they should"
     assert problems == [], "\n".join(problems)
+
+
+# Every Tab stop of the page, in order: the region's name for a region, else the element's tag.
+TAB_STOPS = """() => Array.from(document.querySelectorAll("[role=region][tabindex]"))
+  .map(e => ({name: e.getAttribute("aria-label"), tabindex: e.getAttribute("tabindex")}))"""
+
+
+def regions_in_tab_order(page) -> dict[str, str]:
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    return {r["name"]: r["tabindex"] for r in page.evaluate(TAB_STOPS)}
+
+
+def tabbed_regions(page) -> list[str]:
+    """The named regions the Tab key stops at, crossing the whole page."""
+    page.evaluate("() => { document.activeElement?.blur(); window.scrollTo(0, 0); }")
+    reached = []
+    for _ in range(300):
+        page.keyboard.press("Tab")
+        focus = page.evaluate("() => ({body: document.activeElement === document.body, "
+                              "region: document.activeElement.getAttribute('role') === 'region' "
+                              "? document.activeElement.getAttribute('aria-label') : null})")
+        if focus["body"]:
+            break
+        if focus["region"]:
+            reached.append(focus["region"])
+    return reached
+
+
+def test_a_box_that_does_not_scroll_is_not_a_tab_stop(plain_http, live_server, operator, make_task, browser):
+    """On a wide screen a task's short step inputs and outputs fit their boxes: a keyboard user
+    does not have to press Tab past each of them. The same boxes become Tab stops once they
+    overflow: the line-items table on a phone, a long traceback once its <details> is opened."""
+    lines = "\n".join(f"Line {n}: 1 x consulting services, March, 1,250.00 USD" for n in range(120))
+    task = make_task(doc_type="Invoice", status="dead_lettered", current_step="extract", content="Invoice 7",
+                     fields={"amount": 19250.0, "line_items": LINE_ITEMS})
+    step = Step.objects.create(task=task, worker="extract", attempt=1, status="failed", started_at=timezone.now(),
+                               input={"text": "Invoice 7"}, output={"amount": 1}, error_type="InvalidAnswer",
+                               error_message="invalid")
+    dead_letter_create(task=task, step=step, error_type="InvalidAnswer", message="invalid", traceback=lines)
+
+    page = log_in(browser, live_server, "olga")
+    page.goto(f"{live_server.url}/tasks/{task.pk}/")
+    page.wait_for_load_state("networkidle")
+    page.evaluate("() => document.querySelectorAll('details').forEach(d => { if (!d.querySelector('[aria-label=Traceback]')) d.open = true; })")
+    regions = regions_in_tab_order(page)
+    assert regions["extract attempt 1 input"] == "-1", regions
+    assert regions["extract attempt 1 output"] == "-1", regions
+    assert regions["Traceback"] == "-1", regions  # closed: nothing to scroll
+    assert regions["Document text"] == "-1", regions
+    reached = tabbed_regions(page)
+    assert reached == [], f"Tab stops at boxes that do not scroll: {reached}"
+
+    page.locator("details:has([aria-label=Traceback]) > summary").click()
+    assert regions_in_tab_order(page)["Traceback"] == "0"
+    assert tabbed_regions(page) == ["Traceback"]
+
+    page.set_viewport_size(NARROW)
+    regions = regions_in_tab_order(page)
+    wide = [name for name, tabindex in regions.items() if tabindex == "0"]
+    assert "Traceback" in wide and any("line_items" in name or "Line items" in name for name in wide), regions
+    page.close()
