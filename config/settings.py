@@ -347,6 +347,9 @@ STEWARD_REVIEW_NOTIFY_AFTER_S = env_float("STEWARD_REVIEW_NOTIFY_AFTER_S", 300)
 # Action target for queues that set none: a JSON POST per action with an Idempotency-Key header.
 STEWARD_WEBHOOK_URL = env_str("STEWARD_WEBHOOK_URL")
 STEWARD_WEBHOOK_TIMEOUT_S = env_float("STEWARD_WEBHOOK_TIMEOUT_S", 10)
+# Signs every action webhook (the Steward-Signature header, reviews/actions.py), so a receiver can
+# tell that a POST asking it to pay came from Steward, unchanged. Shared with the receivers.
+STEWARD_WEBHOOK_SECRET = env_str("STEWARD_WEBHOOK_SECRET")
 # The simulator's address when no OpenAI or Azure OpenAI credentials are set.
 STEWARD_SIMULATOR_URL = env_str("STEWARD_SIMULATOR_URL", "http://127.0.0.1:8100/v1")
 STEWARD_LLM_TIMEOUT_S = env_float("STEWARD_LLM_TIMEOUT_S", 30)

@@ -6,7 +6,10 @@ Idempotency-Key, so the receiver can tell it is the same action.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import urljoin, urlsplit
@@ -58,13 +61,26 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirects)
 
 
+SIGNATURE_HEADER = "Steward-Signature"
+
+
+def webhook_signature(body: bytes, secret: str, timestamp: int) -> str:
+    """The Steward-Signature header's value: `t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>`.
+
+    The receiver recomputes it over the bytes it received with the shared STEWARD_WEBHOOK_SECRET
+    and compares in constant time; the signed timestamp lets it refuse an old POST replayed later
+    (README.md, "Verifying an action's signature"). A retry of the same action is signed afresh
+    with its own time and keeps its Idempotency-Key."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
 def _post(url: str, payload: dict, key: str) -> int:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "Steward"},
-    )
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key, "User-Agent": "Steward"}
+    if settings.STEWARD_WEBHOOK_SECRET:
+        headers[SIGNATURE_HEADER] = webhook_signature(body, settings.STEWARD_WEBHOOK_SECRET, int(time.time()))
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with _opener.open(request, timeout=settings.STEWARD_WEBHOOK_TIMEOUT_S) as response:
             return response.status

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core import mail
+from django.core.management import call_command
 
 from orchestrator.errors import PermanentError, TransientError
 from orchestrator.llm import Meter, Usage
@@ -138,6 +142,58 @@ class MovedTarget:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+
+def readme_verify():
+    """The receiver's check as README.md's "Receiving actions" gives it to integrators, run as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Receiving actions", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102  (our own README)
+    return scope["verify"]
+
+
+def test_a_webhook_is_signed_so_the_receiver_can_check_who_sent_it(settings, approved, target):
+    settings.STEWARD_WEBHOOK_URL = target.url
+    settings.STEWARD_WEBHOOK_SECRET = "shared-with-the-receiver"
+    target.status = 503  # the first try fails: the retry is signed too, with the same key
+
+    with pytest.raises(TransientError):
+        run_act(approved.task)
+    target.status = 200
+    run_act(approved.task)
+
+    verify = readme_verify()
+    assert len(target.posts) == 2
+    for post in target.posts:
+        header = post["headers"]["Steward-Signature"]
+        assert verify(post["body"], header, "shared-with-the-receiver"), header
+        timestamp = int(header.split(",")[0].removeprefix("t="))
+        assert abs(time.time() - timestamp) < 60
+        assert post["headers"]["Idempotency-Key"] == approved.idempotency_key
+    body, header = target.posts[1]["body"], target.posts[1]["headers"]["Steward-Signature"]
+    # Someone who changed the amount, signed with another secret, or replays the POST an hour later, fails.
+    assert not verify(body.replace(b"15400.00", b"95400.00"), header, "shared-with-the-receiver")
+    assert not verify(body, header, "another-secret")
+    assert not verify(body, header.replace(header.split(",")[0], f"t={int(time.time()) - 3600}"),
+                      "shared-with-the-receiver")
+    assert not verify(body, "v1=abc", "shared-with-the-receiver")
+
+
+def test_without_a_secret_the_webhook_is_not_signed_and_the_deploy_check_says_so(settings, approved, target):
+    settings.STEWARD_WEBHOOK_URL = target.url
+    settings.STEWARD_WEBHOOK_SECRET = ""
+    run_act(approved.task)
+    assert "Steward-Signature" not in target.posts[0]["headers"]
+
+    out = StringIO()
+    call_command("check", "--deploy", stdout=out, stderr=out, fail_level="CRITICAL")
+    assert "steward.W001" in out.getvalue() and "STEWARD_WEBHOOK_SECRET is not set" in out.getvalue()
+    settings.STEWARD_WEBHOOK_SECRET = "set"
+    out = StringIO()
+    call_command("check", "--deploy", stdout=out, stderr=out, fail_level="CRITICAL")
+    assert "steward.W001" not in out.getvalue()
 
 
 def test_a_redirect_is_permanent_and_never_followed(settings, approved):
