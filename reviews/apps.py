@@ -5,5 +5,7 @@ class ReviewsConfig(AppConfig):
     name = "reviews"
     verbose_name = "Reviews"
 
-    def ready(self):
-        from . import checks  # noqa: F401  (registers the deploy checks)
+    def ready(self) -> None:
+        from .checks import register
+
+        register()

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Tags, Warning, register as register_check
 
 
-@register(Tags.security, deploy=True)
+def register() -> None:
+    register_check(webhook_secret_check, Tags.security, deploy=True)
+
+
 def webhook_secret_check(app_configs, **kwargs):
     if settings.STEWARD_WEBHOOK_SECRET:
         return []
