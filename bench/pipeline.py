@@ -15,9 +15,14 @@ Parts (each prints its figures; medians over --runs where it says so):
   peers doing the same four steps (peers/): a bare Celery chain of four no-op tasks with a Redis
   result backend, and a LangGraph StateGraph checkpointed by langgraph-checkpoint-postgres (with
   an in-process model, and again calling the same simulator over HTTP as Steward does). The
-  runs alternate (Steward, chain, LangGraph, Steward, ...) so a noisy machine weighs on all alike.
+  runs alternate (Steward, chain, LangGraph, floor, Steward, ...) so a noisy machine weighs on
+  all alike.
   Targets: Steward >= 1.0x the chain and >= 1.5x LangGraph. After each Steward run the invariants
   are checked: every task settled, one succeeded step per worker and task, every step counted.
+  Then the stack's floor (peers/floor.py): one Celery message, Steward's four model calls through
+  `openai` to the same simulator and one committed row per step, nothing else; the physical limit
+  of any durable pipeline on DESIGN.md's stack, so the run also prints Steward / floor and how far
+  the floor itself gets against each target.
 - slow: the simulator answers after 300 ms; tasks/s against the limit
   concurrency / (model calls per task x latency), target >= 85%, and the peak number of
   PostgreSQL connections during the run.
@@ -337,7 +342,7 @@ def part_throughput(procs: Processes, n: int, runs: int, peers: bool) -> None:
     print(f"\n== Throughput: {n:,} documents, zero-latency model, PostgreSQL + Redis ==")
     procs.start_simulator(latency_ms=0)
     workers = procs.start_workers(WORKER_PROCESSES, WORKER_CONCURRENCY)
-    results: dict[str, list[float]] = {"steward": [], "chain": [], "langgraph": [], "langgraph_http": []}
+    results: dict[str, list[float]] = {"steward": [], "chain": [], "langgraph": [], "langgraph_http": [], "floor": []}
     cpu: dict[str, list[float]] = {name: [] for name in results}  # ms of the machine's CPU per document
     try:
         for run in range(runs):
@@ -365,6 +370,14 @@ def part_throughput(procs: Processes, n: int, runs: int, peers: bool) -> None:
                 cpu[key].append(graph["cpu_ms"])
                 print(f"  run {run + 1}: {graph['name']} {graph['tasks_per_s']:6.1f} tasks/s, "
                       f"{graph['cpu_ms']:.1f} ms CPU on the machine per document ({graph['config']})")
+            from bench.peers import floor
+
+            least = floor.run(documents(n, f"F{run}"), database_url=BASE_DATABASE_URL, broker_url=BROKER_URL,
+                              model_url=procs.sim_url, processes=WORKER_PROCESSES, concurrency=WORKER_CONCURRENCY)
+            results["floor"].append(least["tasks_per_s"])
+            cpu["floor"].append(least["cpu_ms"])
+            print(f"  run {run + 1}: {least['name']} {least['tasks_per_s']:6.1f} tasks/s, "
+                  f"{least['cpu_ms']:.1f} ms CPU on the machine per document ({least['config']})")
             workers = procs.start_workers(WORKER_PROCESSES, WORKER_CONCURRENCY)
     finally:
         procs.stop()
@@ -380,11 +393,20 @@ def part_throughput(procs: Processes, n: int, runs: int, peers: bool) -> None:
         http = statistics.median(results["langgraph_http"])
         print(f"  median LangGraph + PostgresSaver calling the same simulator over HTTP: {http:.1f} tasks/s   "
               f"Steward / that = {steward / http:.2f}x (for context: the same model client on both sides)")
+        least = statistics.median(results["floor"])
+        print(f"  median stack's floor (1 message, 4 model calls through openai, 4 committed steps, nothing "
+              f"else): {least:.1f} tasks/s   Steward / floor = {steward / least:.2f}x")
+        # No implementation of DESIGN.md on this stack runs faster than the floor (bench/peers/floor.py):
+        # a target above these two ratios is out of reach whatever Steward does.
+        print(f"  the most any durable pipeline on this stack reaches: floor / chain = {least / chain:.2f}x "
+              f"(target {TARGET_CHAIN}x {'within' if least / chain >= TARGET_CHAIN else 'OUT OF'} reach), "
+              f"floor / LangGraph = {least / graph:.2f}x "
+              f"(target {TARGET_LANGGRAPH}x {'within' if least / graph >= TARGET_LANGGRAPH else 'OUT OF'} reach)")
         # A saturated machine runs about (its cores / this) documents a second: where the ratios come from.
         print("  median CPU of the whole machine per document: " + ", ".join(
             f"{label} {statistics.median(cpu[key]):.1f} ms" for key, label in (
                 ("steward", "Steward"), ("chain", "chain"), ("langgraph", "LangGraph"),
-                ("langgraph_http", "LangGraph over HTTP"))))
+                ("langgraph_http", "LangGraph over HTTP"), ("floor", "the stack's floor"))))
 
 
 def _other_db(url: str) -> str:
