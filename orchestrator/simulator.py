@@ -337,6 +337,10 @@ class _HTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver listens with a backlog of 5: when a few dozen worker threads open their first
+    # connections at once (every Celery worker start does), the accept queue overflowed and the
+    # kernel reset some of them, a "Connection error." to the client before any request was read.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], sim: "SimulatorServer") -> None:
         self.sim = sim

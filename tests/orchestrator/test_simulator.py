@@ -265,6 +265,35 @@ def test_timeout_marker_times_the_client_out_and_stop_does_not_wait() -> None:
     assert time.monotonic() - stopping < 2
 
 
+def test_many_clients_connecting_at_once_are_all_answered() -> None:
+    """Two workers of 16 threads open 32 connections at once when they start, while the server may
+    be busy: every connection waits its turn in the listen queue and gets its answer (with
+    socketserver's backlog of 5 the kernel dropped or reset the rest: "Connection error.")."""
+    server = SimulatorServer(port=0)  # listening, not yet accepting: as if busy
+    sockets = []
+    try:
+        for _ in range(64):
+            sock = socket.create_connection((server.host, server.port), timeout=0.5)
+            sockets.append(sock)
+        server.start()
+        body = json.dumps({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": CLASSIFY_SYSTEM}, doc_message(INVOICE)]}).encode()
+        for sock in sockets:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\n"
+                         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        for sock in sockets:
+            sock.settimeout(10)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["choices"][0]["message"]["content"]
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+
+
 def test_marker_with_count_fails_once_then_succeeds() -> None:
     text = INVOICE + "[[sim-fault: server_error x 1]]\n"
     with running() as server:
