@@ -388,6 +388,11 @@ def approval_decision(request: HttpRequest, approval_id: int) -> JsonResponse:
             # forms send no reason, and the service they share is left as it is.
             return json_error(400, "\"reason\" goes with \"decision\": \"reject\"; an approval takes "
                                    "\"comment\" and \"fields\"")
+        if body.get("decision") == "reject" and fields:
+            # Rejecting would drop the corrections without a word (an empty object, which some
+            # clients always send, corrects nothing and is let through).
+            return json_error(400, "\"fields\" (corrections) go with \"decision\": \"approve\"; a rejection "
+                                   "takes \"reason\" and \"comment\"")
         decided = approval_decide(
             approval_id=approval.pk, user=request.user, decision=body.get("decision", ""),
             reason=body.get("reason") or "", comment=body.get("comment") or "", fields=fields,

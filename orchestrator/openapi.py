@@ -221,7 +221,8 @@ def document(server_url: str) -> dict:
                     "comment": {"type": ["string", "null"], "description": "With either decision"},
                     "fields": {"type": ["object", "null"], "description": "Corrections applied before approving: "
                                "field name to new value; the fields with them must fit the document type's schema "
-                               "(dates as YYYY-MM-DD), else 400 naming each problem"}}},
+                               "(dates as YYYY-MM-DD), else 400 naming each problem; refused (400) with reject "
+                               "unless empty"}}},
                 "DeadLetter": _object({
                     "id": INT, "task_id": INT, "worker": STR, "error_type": STR, "message": STR, "attempts": INT,
                     "fingerprint": {"type": "string", "description": "Groups letters failing the same way"},

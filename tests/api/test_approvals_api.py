@@ -97,6 +97,24 @@ def test_approve_with_a_reason_is_400_and_decides_nothing(reviewer_finance, wait
     assert waiting.status == "pending"
 
 
+def test_reject_with_corrections_is_400_and_decides_nothing(reviewer_finance, waiting):
+    """Corrections only go with approve: rejecting would drop them without a word."""
+    response = decide(api(reviewer_finance), waiting, decision="reject", reason="duplicate",
+                      fields={"amount": "154.00"})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == ("\"fields\" (corrections) go with \"decision\": \"approve\"; a "
+                                        "rejection takes \"reason\" and \"comment\"")
+    waiting.refresh_from_db()
+    assert waiting.status == "pending"
+
+
+def test_reject_with_empty_fields_rejects(reviewer_finance, waiting):
+    response = decide(api(reviewer_finance), waiting, decision="reject", reason="duplicate", fields={})
+
+    assert (response.status_code, response.json()["status"]) == (200, "rejected")
+
+
 def test_approve_with_a_comment_and_a_null_reason_approves(reviewer_finance, waiting):
     response = decide(api(reviewer_finance), waiting, decision="approve", reason=None, comment="checked the PO")
 
