@@ -69,7 +69,7 @@ def webhook_signature(body: bytes, secret: str, timestamp: int) -> str:
 
     The receiver recomputes it over the bytes it received with the shared STEWARD_WEBHOOK_SECRET
     and compares in constant time; the signed timestamp lets it refuse an old POST replayed later
-    (README.md, "Verifying an action's signature"). A retry of the same action is signed afresh
+    (README.md, "Receiving actions"). A retry of the same action is signed afresh
     with its own time and keeps its Idempotency-Key."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"

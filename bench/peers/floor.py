@@ -293,6 +293,9 @@ def _start_worker(nodename: str, scratch_url: str, broker_url: str, model_url: s
                   log) -> subprocess.Popen:
     env = {**os.environ, BROKER_ENV: broker_url, DATABASE_ENV: scratch_url, MODEL_ENV: model_url,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    # Celery sets Django up in a worker whenever this is set (bench/pipeline.py sets it), and
+    # Steward's app would then add its control queue and signals to this peer's workers.
+    env.pop("DJANGO_SETTINGS_MODULE", None)
     command = [sys.executable, "-m", "celery", "-A", "bench.peers.floor", "worker", "--queues", QUEUE,
                "--hostname", nodename, "--pool", "threads", "--concurrency", str(concurrency),
                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"]
