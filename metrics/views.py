@@ -5,7 +5,7 @@ import csv
 from urllib.parse import urlencode
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from django_prometheus.exports import ExportToDjangoView
 
 from orchestrator.presenters import render_page
@@ -20,7 +20,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return ExportToDjangoView(request)
 
 
-@require_GET
+@require_safe  # GET and HEAD: monitors and link checkers probe pages with HEAD
 @role_required(OPERATOR, ADMIN)
 def charts(request: HttpRequest) -> HttpResponse:
     rollups_catch_up_for_reader()
@@ -42,7 +42,7 @@ def charts(request: HttpRequest) -> HttpResponse:
     return render_page(request, template, context)
 
 
-@require_GET
+@require_safe
 @role_required(OPERATOR, ADMIN)
 def chart_csv(request: HttpRequest, slug: str) -> HttpResponse:
     build = CHARTS.get(slug)

@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from reviews.models import Queue
 
@@ -61,7 +61,7 @@ def _say(request: HttpRequest, level: str, text: str) -> None:
 
 
 @role_required(OPERATOR, ADMIN)
-@require_GET
+@require_safe  # GET and HEAD: monitors and link checkers probe pages with HEAD
 def triage(request: HttpRequest) -> HttpResponse:
     """Open dead letters grouped by fingerprint, then the matching letters newest first,
     keyset-paginated (?before=<id>). Unfiltered, the groups come from DeadLetterGroup (kept by
@@ -127,7 +127,7 @@ def _recent_bulk_retries() -> list[BulkRetry]:
 
 
 @role_required(OPERATOR, ADMIN)
-@require_GET
+@require_safe
 def dead_letter_detail(request: HttpRequest, dead_letter_id: int) -> HttpResponse:
     letter = get_object_or_404(DeadLetter, pk=dead_letter_id)
     return _detail_page(request, letter)
@@ -330,7 +330,7 @@ ITEMS_PAGE = 100
 
 
 @role_required(OPERATOR, ADMIN)
-@require_GET
+@require_safe
 def bulk_retry_detail(request: HttpRequest, bulk_id: int) -> HttpResponse:
     """The live report: counters, the breaker's reason, and each item's outcome (?outcome=...)."""
     bulk_retries_settle(bulk_ids=[bulk_id])  # paused or cancelled: what its items did since
@@ -392,7 +392,7 @@ def bulk_retry_control_view(request: HttpRequest, bulk_id: int) -> HttpResponse:
 
 
 @role_required(OPERATOR, ADMIN)
-@require_GET
+@require_safe
 def stuck_work(request: HttpRequest) -> HttpResponse:
     """Tasks queued or running longer than expected, who owns them, and the sweeper's actions."""
     now = timezone.now()
