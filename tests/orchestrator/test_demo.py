@@ -6,6 +6,7 @@ import socket
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from orchestrator.management.commands import demo
 from reviews.links import link_url
@@ -26,6 +27,7 @@ def child_env(monkeypatch):
 
     def start_children(self, env):
         seen.update(env)
+        seen["commands"] = {child.name: child.args for child in self.children}
         raise KeyboardInterrupt  # as if Ctrl-C came at once: the demo stops cleanly
 
     monkeypatch.setattr(demo.Command, "start_children", start_children)
@@ -53,3 +55,22 @@ def test_a_base_url_given_by_the_person_is_kept(child_env, monkeypatch):
     monkeypatch.setenv("STEWARD_BASE_URL", "https://steward.example.com")
     env = child_env("--port", str(free_port()), "--sim-port", str(free_port()))
     assert env["STEWARD_BASE_URL"] == "https://steward.example.com"
+
+
+def test_the_simulator_gets_the_latency_and_fault_rate_asked_for(child_env):
+    """To rehearse a slow or failing model: make demo DEMO_ARGS="--fault-rate 0.1 --latency-ms 300"."""
+    env = child_env("--port", str(free_port()), "--sim-port", str(free_port()), "--fault-rate", "0.1",
+                    "--latency-ms", "300")
+    command = env["commands"]["simulator"]
+    assert command[command.index("--fault-rate") + 1] == "0.1"
+    assert command[command.index("--latency-ms") + 1] == "300"
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--fault-rate", "5", "--fault-rate 5 is not a share: give a number from 0 to 1 (0.05 for 5%)."),
+    ("--latency-ms", "-1", "--latency-ms -1 is negative: give 0 or more milliseconds."),
+])
+def test_a_fault_rate_or_latency_out_of_range_stops_the_demo_before_it_starts(child_env, option, value, says):
+    with pytest.raises(CommandError) as refused:
+        child_env("--port", str(free_port()), "--sim-port", str(free_port()), option, value)
+    assert str(refused.value) == says

@@ -1,6 +1,6 @@
 """`python manage.py demo`: the whole of Steward on one machine, for a look around.
 
-    python manage.py demo [--port 8000] [--sim-port 8100] [--no-samples]
+    python manage.py demo [--port 8000] [--sim-port 8100] [--no-samples] [--latency-ms N] [--fault-rate F]
 
 Steps:
   a. migrate the database;
@@ -109,9 +109,20 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000, help="web server port (default 8000)")
         parser.add_argument("--sim-port", type=int, default=8100, help="LLM simulator port (default 8100)")
         parser.add_argument("--no-samples", action="store_true", help="do not submit the sample documents")
+        # Handed to the simulator, to rehearse a slow or failing model (llm_sim's own options).
+        parser.add_argument("--latency-ms", type=float, default=0,
+                            help="the simulated model's delay before each answer (default 0)")
+        parser.add_argument("--fault-rate", type=float, default=0.0,
+                            help="share of model calls that fail, 0 to 1: timeouts, 429s, 5xx, bad JSON, tool loops "
+                                 "(default 0)")
 
     def handle(self, *args, **options):
         port, sim_port = options["port"], options["sim_port"]
+        latency_ms, fault_rate = options["latency_ms"], options["fault_rate"]
+        if not 0.0 <= fault_rate <= 1.0:
+            raise CommandError(f"--fault-rate {fault_rate:g} is not a share: give a number from 0 to 1 (0.05 for 5%).")
+        if latency_ms < 0:
+            raise CommandError(f"--latency-ms {latency_ms:g} is negative: give 0 or more milliseconds.")
         self.output_lock = threading.Lock()
         self.children: list[Child] = []
 
@@ -146,7 +157,8 @@ class Command(BaseCommand):
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         python = sys.executable
         self.children = [
-            Child("simulator", [python, manage, "llm_sim", "--port", str(sim_port)]),
+            Child("simulator", [python, manage, "llm_sim", "--port", str(sim_port),
+                                "--latency-ms", f"{latency_ms:g}", "--fault-rate", f"{fault_rate:g}"]),
             Child("worker", [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
                              "--pool", "threads", "--concurrency", "4", *self.worker_queue_args()]),
             Child("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]),
@@ -174,7 +186,7 @@ class Command(BaseCommand):
                 self.submit_samples()
 
             # (f) banner
-            self.print_banner(web_url, sim_url, webhook_url)
+            self.print_banner(web_url, sim_url, webhook_url, latency_ms, fault_rate)
 
             # (g) run until stopped
             exit_code = self.wait_for_exit()
@@ -367,7 +379,8 @@ class Command(BaseCommand):
 
     # --- banner -------------------------------------------------------------------------------
 
-    def print_banner(self, web_url: str, sim_url: str, webhook_url: str) -> None:
+    def print_banner(self, web_url: str, sim_url: str, webhook_url: str, latency_ms: float = 0,
+                     fault_rate: float = 0.0) -> None:
         width = max(len(u[0]) for u in DEMO_USERS)
         lines = [
             "",
@@ -384,6 +397,8 @@ class Command(BaseCommand):
             "  These are DEMO credentials, public in the source code: local use only.",
             "",
             f"  LLM simulator:  {sim_url}  (answers are simulated, not a real model)",
+            f"                  {latency_ms:g} ms per answer, {fault_rate:.0%} of calls fail"
+            + ("" if fault_rate else " (rehearse failures: make demo DEMO_ARGS=\"--fault-rate 0.1\")"),
             f"  Webhook target: {webhook_url}",
             "  Ctrl-C stops everything.",
             "=" * 72,
