@@ -147,9 +147,10 @@ def _detail_page(request: HttpRequest, letter: DeadLetter, *, refused: dict[str,
         failing.input_json = pretty(failing.input)
         failing.output_json = pretty(failing.output)
         failing.transcript_entries = transcript_blocks(failing.transcript or [])
-    attempts = [s for s in steps if s.worker == (letter.worker or task.current_step)]
     edit_step = task.current_step if letter.status == DeadLetterStatus.OPEN else ""
     other_letters = list(task.dead_letters.exclude(pk=letter.pk).select_related("resolved_by").order_by("pk"))
+    attempts = _attempts_of(letter, [s for s in steps if s.worker == (letter.worker or task.current_step)],
+                            earlier=[o for o in other_letters if o.pk < letter.pk])
     context = {
         "dl": letter,
         "task": task,
@@ -173,6 +174,21 @@ def _detail_page(request: HttpRequest, letter: DeadLetter, *, refused: dict[str,
         "audit": [(a, a.action.replace("_", " ")) for a in letter.actions.select_related("user")],
     }
     return render_page(request, "orchestrator/triage/detail.html", context, status=400 if refused else 200)
+
+
+def _attempts_of(letter: DeadLetter, attempts: list, *, earlier: list) -> list:
+    """The attempts that ended in this letter: after the letter before it (a task retried from
+    the dead-letter queue can fall into another), up to its own failing step. A letter made
+    without a failing step (the sweeper's Orphaned) ends at the time it was made."""
+    def ended_in(step, other: DeadLetter) -> bool:
+        if other.step_id is not None:
+            return step.pk <= other.step_id
+        return step.started_at is not None and step.started_at <= other.created_at
+
+    attempts = [s for s in attempts if ended_in(s, letter)]
+    if earlier:
+        attempts = [s for s in attempts if not ended_in(s, earlier[-1])]
+    return attempts
 
 
 def _fields_to_edit(task: Task, steps: list) -> dict:

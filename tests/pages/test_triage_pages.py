@@ -358,3 +358,29 @@ def test_the_bulk_retry_confirmation_promises_what_the_circuit_breaker_does(oper
     page = client_for(operator).post("/dead-letters/bulk/", {"scope": "group", "fingerprint": "b" * 32}).text
     assert ("Once 5 or more have an outcome, if 50% of the latest 20 failed again, the circuit breaker pauses "
             "what still waits its turn") in page
+
+
+def test_each_letter_of_a_task_that_failed_twice_lists_only_its_own_attempts(operator, client_for, make_task,
+                                                                              make_step, make_dead_letter):
+    """Retried, the task failed again at classify: the first letter lists the attempts before the
+    retry, the second those after it, not both lists on both pages."""
+    task = make_task(current_step="classify")
+    before = [make_step(task, "classify", attempt=n, status="failed", error_type="ServerError500",
+                        error_message=f"before the retry, try {n}") for n in (1, 2)]
+    first = make_dead_letter(task, worker="classify", error_type="ServerError500", step=before[-1])
+    client = client_for(operator)
+    client.post(f"/dead-letters/{first.pk}/retry")
+    after = [make_step(task, "classify", attempt=n, status="failed", error_type="RateLimited",
+                       error_message=f"after the retry, try {n}") for n in (3, 4, 5)]
+    second = make_dead_letter(task, worker="classify", error_type="RateLimited", step=after[-1])
+
+    def attempts_card(letter) -> str:  # the task's whole timeline stays on the page below it
+        return client.get(f"/dead-letters/{letter.pk}/").text.split('aria-label="Attempts"', 1)[1].split("</section>")[0]
+
+    card = attempts_card(first)
+    assert "The attempts of classify that led to this dead letter" in card
+    assert "before the retry, try 1" in card and "before the retry, try 2" in card
+    assert "after the retry" not in card
+    card = attempts_card(second)
+    assert all(f"after the retry, try {n}" in card for n in (3, 4, 5))
+    assert "before the retry" not in card
