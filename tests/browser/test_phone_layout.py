@@ -1,4 +1,4 @@
-"""On a phone (390x844): the inbox's Approve and Reject, the triage's Retry, a dead letter's
+"""On a phone (390x844): the top bar keeps to two rows, the inbox's Approve and Reject, the triage's Retry, a dead letter's
 errors and what became of each item of a bulk retry are on screen, no page scrolls sideways, and
 the charts' axis text is legible.
 
@@ -231,3 +231,17 @@ def test_olga_reads_every_column_of_the_task_list_and_stuck_work_on_a_small_phon
         page.screenshot(path=ARTIFACTS / f"phone-320-{path.strip('/')}.png", full_page=True)
     page.close()
     assert problems == [], "\n".join(problems)
+
+
+def test_the_top_bar_leaves_the_screen_to_the_page_on_a_phone(plain_http, live_server, admin_user, browser):
+    """The admin's menu is the longest (seven links). On a phone the bar took three rows, 140 px of
+    844: the name and Log out now share the first row, every link still shown under them."""
+    page = log_in(browser, live_server, "adam", PHONE)
+    bar = page.locator("header.topbar")
+    assert bar.bounding_box()["height"] <= 110
+    brand, logout = page.locator(".brand").bounding_box(), page.get_by_role("button", name="Log out").bounding_box()
+    assert abs(brand["y"] - logout["y"]) < brand["height"], (brand, logout)
+    for name in ("Inbox", "Tasks", "Upload", "Dead letters", "Stuck work", "Charts", "Admin"):
+        assert_on_screen(bar.get_by_role("link", name=name, exact=True))
+    assert_fits(page)
+    page.screenshot(path=str(ARTIFACTS / "phone-top-bar.png"))
