@@ -1,6 +1,6 @@
-"""On a phone (390x844): the top bar keeps to two rows, the inbox's Approve and Reject, the triage's Retry, a dead letter's
-errors and what became of each item of a bulk retry are on screen, no page scrolls sideways, and
-the charts' axis text is legible.
+"""On a phone (390x844): the top bar keeps to two rows; the inbox's Approve and Reject, the
+triage's Retry, a dead letter's errors and what became of each item of a bulk retry are on
+screen, no page scrolls sideways, and the charts' axis text is legible.
 
 Screenshots go to test-artifacts/phone-*.png.
 """
