@@ -60,7 +60,7 @@ SCRATCH_DB = "bench_floor"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/14"
 
-# Steward's documented worker shape (README "Running workers in production") and pool size.
+# Steward's documented worker shape (README "Running in production", Worker settings) and pool size.
 DEFAULT_PROCESSES = 2
 DEFAULT_CONCURRENCY = 16
 POOL_MAX_SIZE = 8
@@ -90,7 +90,6 @@ TOOLS = [{"type": "function", "function": {"name": name, "description": name,
 
 # --- The worker side -------------------------------------------------------------------------
 
-_local = threading.local()
 _pool = None
 _pool_lock = threading.Lock()
 
@@ -129,14 +128,9 @@ def _document(text: str) -> str:
 def _commit_step(pool, doc_id: int, step: str, output: dict, *, last: bool = False) -> None:
     """The step's checkpoint: one committed row (route's also marks the document done)."""
     with pool.connection() as conn:
-        if last:
-            conn.execute("WITH s AS (INSERT INTO floor_step (doc_id, step, output) VALUES (%s, %s, %s)) "
-                         "UPDATE floor_doc SET status = 'done', step = %s WHERE id = %s",
-                         [doc_id, step, json.dumps(output), step, doc_id])
-        else:
-            conn.execute("WITH s AS (INSERT INTO floor_step (doc_id, step, output) VALUES (%s, %s, %s)) "
-                         "UPDATE floor_doc SET step = %s WHERE id = %s",
-                         [doc_id, step, json.dumps(output), step, doc_id])
+        conn.execute("WITH s AS (INSERT INTO floor_step (doc_id, step, output) VALUES (%s, %s, %s)) "
+                     "UPDATE floor_doc SET status = %s, step = %s WHERE id = %s",
+                     [doc_id, step, json.dumps(output), "done" if last else "running", step, doc_id])
 
 
 def run_document(doc_id: int) -> None:
@@ -224,8 +218,7 @@ def run(texts: list[str], *, database_url: str, broker_url: str, model_url: str,
         processes: int = DEFAULT_PROCESSES, concurrency: int = DEFAULT_CONCURRENCY) -> dict:
     """Push the documents through the floor pipeline on fresh workers; return the throughput."""
     n = len(texts)
-    scratch_url = make_conninfo(database_url.replace("postgres://", "postgresql://", 1), dbname=SCRATCH_DB)
-    _create_scratch(database_url)
+    scratch_url = _create_scratch(database_url)
     client = make_app(broker_url)
     task = client.tasks["floor_run"]
     with client.connection_for_write() as conn:
@@ -270,17 +263,24 @@ def run(texts: list[str], *, database_url: str, broker_url: str, model_url: str,
     }
 
 
+def _conninfo(database_url: str, **changes: str) -> str:
+    """libpq's form of a DATABASE_URL (which may say postgres://), with `changes` made."""
+    return make_conninfo(database_url.replace("postgres://", "postgresql://", 1), **changes)
+
+
 def _admin(database_url: str) -> psycopg.Connection:
-    return psycopg.connect(database_url.replace("postgres://", "postgresql://", 1), autocommit=True)
+    return psycopg.connect(_conninfo(database_url), autocommit=True)
 
 
-def _create_scratch(database_url: str) -> None:
+def _create_scratch(database_url: str) -> str:
+    """A fresh scratch database with the floor's tables; returns its connection string."""
     with _admin(database_url) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH_DB)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH_DB)))
-    scratch_url = make_conninfo(database_url.replace("postgres://", "postgresql://", 1), dbname=SCRATCH_DB)
+    scratch_url = _conninfo(database_url, dbname=SCRATCH_DB)
     with psycopg.connect(scratch_url, autocommit=True) as conn:
         conn.execute(SCHEMA)
+    return scratch_url
 
 
 def _drop_scratch(database_url: str) -> None:
